@@ -1,0 +1,127 @@
+//! Every error a client can see, and the one place where errors become HTTP answers:
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+//!
+//! Messages are written for the page author or operator reading them and never carry
+//! a secret, token or ticket: WeChat and store failures are described by kind.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::cache::CacheError;
+use crate::wechat::signature::PageUrlError;
+use crate::wechat::WechatError;
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the `url` parameter is required (query, JSON body or form field)")]
+    MissingUrl,
+    #[error("the `url` parameter is invalid: {0}")]
+    InvalidUrl(#[from] PageUrlError),
+    #[error("the request body is invalid: {0}")]
+    InvalidBody(String),
+    #[error("the `{0}` parameter is required")]
+    MissingParameter(&'static str),
+    #[error("the query string is invalid: {0}")]
+    InvalidQuery(String),
+    #[error("the signature does not match: this request does not come from WeChat, or the configured token differs")]
+    InvalidSignature,
+    #[error("no app named `{0}` is configured")]
+    UnknownApp(String),
+    #[error("no app serves the short routes: name one `default`, or use /v1/apps/NAME/...")]
+    NoDefaultApp,
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("no such route")]
+    NotFound,
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    #[error("WeChat failed: {0}")]
+    Upstream(WechatError),
+    #[error("the service is temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingUrl => "missing_url",
+            Self::InvalidUrl(_) => "invalid_url",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::MissingParameter(_) => "missing_parameter",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidSignature => "invalid_signature",
+            Self::UnknownApp(_) | Self::NoDefaultApp => "unknown_app",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Upstream(_) => "upstream_error",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        match e {
+            // WeChat timing out or busy is passing: the client may retry shortly.
+            CacheError::Upstream(WechatError::Busy | WechatError::Timeout(_)) => {
+                Self::Unavailable(e.to_string())
+            }
+            CacheError::Upstream(w) => Self::Upstream(w),
+            CacheError::Store(_) | CacheError::LockWaitTimeout(_) => {
+                Self::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MissingUrl
+            | Self::InvalidUrl(_)
+            | Self::InvalidBody(_)
+            | Self::MissingParameter(_)
+            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidSignature => StatusCode::UNAUTHORIZED,
+            Self::UnknownApp(_) | Self::NoDefaultApp | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            log::warn!("{} {}: {self}", status.as_u16(), self.code());
+        }
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! The `wx-jssdk` command: the service, its `--dev` mode, and the WeChat sandbox.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wx_jssdk::configuration::Settings;
+use wx_jssdk::sandbox::{Sandbox, SandboxConfig};
+use wx_jssdk::startup::Application;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "WeChat JS-SDK backend: server-URL verification and wx.config signing"
+)]
+struct Cli {
+    /// TOML configuration file (environment variables WXJSSDK__SECTION__KEY override it).
+    #[arg(long, env = "WXJSSDK_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Run with nothing configured: in-process store, a demo app and the sandbox WeChat API.
+    #[arg(long)]
+    dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a stand-in for the WeChat API (for tests, demos and the local stack).
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: String,
+        /// Lifetime of issued tokens and tickets, in seconds.
+        #[arg(long, default_value_t = 7200)]
+        expires_in: u64,
+        /// Accept only these credentials (APPID:SECRET, repeatable); default: any.
+        #[arg(long = "app")]
+        apps: Vec<String>,
+    },
+}
+
+/// Credentials of the demo app that `--dev` configures against the sandbox.
+const DEV_APP: [(&str, &str); 3] = [
+    ("apps.default.appid", "wxdev00000000000000"),
+    ("apps.default.secret", "dev-secret"),
+    ("apps.default.token", "dev-token"),
+];
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Sandbox {
+            bind,
+            expires_in,
+            apps,
+        }) => run_sandbox(&bind, expires_in, &apps).await,
+        None if cli.dev => run_dev(cli.config).await,
+        None => run_service(cli.config, &[]).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("wx-jssdk: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_service(config: Option<PathBuf>, overrides: &[(&str, &str)]) -> Result<(), String> {
+    let settings = Settings::load(config.as_deref(), overrides).map_err(|e| e.to_string())?;
+    let store = if settings.redis.is_some() {
+        "redis"
+    } else {
+        "in-process (single instance only)"
+    };
+    let app = Application::build(settings).map_err(|e| e.to_string())?;
+    log::info!("listening on port {}, store: {store}", app.port());
+    app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+async fn run_dev(config: Option<PathBuf>) -> Result<(), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let sandbox_url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let sandbox = Sandbox::new(SandboxConfig::default());
+    actix_web::rt::spawn(sandbox.serve(listener).map_err(|e| e.to_string())?);
+    let mut overrides = DEV_APP.to_vec();
+    overrides.push(("wechat.api_base", &sandbox_url));
+    println!("wx-jssdk --dev: sandbox WeChat API at {sandbox_url}, in-process store");
+    println!(
+        "  demo app `default`: appid {}, server token {}",
+        DEV_APP[0].1, DEV_APP[2].1
+    );
+    println!("  try: curl 'http://127.0.0.1:8080/wxJssdk/getJssdk?url=https://example.com/page'");
+    run_service(config, &overrides).await
+}
+
+async fn run_sandbox(bind: &str, expires_in: u64, apps: &[String]) -> Result<(), String> {
+    let apps = apps
+        .iter()
+        .map(|pair| {
+            pair.split_once(':')
+                .map(|(id, secret)| (id.to_string(), secret.to_string()))
+                .ok_or_else(|| format!("--app {pair}: expected APPID:SECRET"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let listener = TcpListener::bind(bind).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        expires_in,
+        apps,
+        ..SandboxConfig::default()
+    });
+    log::info!("sandbox WeChat API listening on http://{bind}");
+    sandbox
+        .serve(listener)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())
+}

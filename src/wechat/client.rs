@@ -1,0 +1,265 @@
+//! The WeChat API client: fetches access tokens and JS-SDK tickets, and turns
+//! WeChat's `errcode` answers into typed errors.
+//!
+//! It holds no cache and no retry policy of its own: deciding *when* to call WeChat
+//! is the job of [`crate::cache`]. An `awc::Client` is bound to the thread that made
+//! it, so each actix worker owns one `WechatClient`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::configuration::{AppSettings, TokenMode, WechatSettings};
+
+/// A value WeChat handed out, with its lifetime in seconds as WeChat stated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub value: String,
+    pub expires_in: u64,
+}
+
+/// WeChat's failures, by what the operator or the cache should do about them.
+/// Messages never contain a secret, token or ticket.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum WechatError {
+    #[error("WeChat rejected the access_token (errcode {0}): invalid, expired or not the latest")]
+    InvalidCredential(i64),
+    #[error("WeChat's daily call quota for this account is used up (errcode 45009)")]
+    QuotaExceeded,
+    #[error("WeChat is busy (errcode -1)")]
+    Busy,
+    #[error("WeChat does not know this appid (errcode 40013): check apps.*.appid")]
+    InvalidAppId,
+    #[error("WeChat rejected the app secret (errcode 40125): check apps.*.secret")]
+    InvalidSecret,
+    #[error(
+        "this server's IP address is not on the account's IP whitelist (errcode 40164): \
+         add it in the WeChat console (基本配置 → IP白名单)"
+    )]
+    IpNotWhitelisted,
+    #[error("WeChat answered errcode {code}: {message}")]
+    Api { code: i64, message: String },
+    #[error("WeChat did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("WeChat could not be reached: {0}")]
+    Transport(String),
+    #[error("WeChat's answer could not be understood: {0}")]
+    Decode(String),
+}
+
+impl WechatError {
+    fn from_errcode(code: i64, message: String) -> Self {
+        match code {
+            40001 | 40014 | 42001 => Self::InvalidCredential(code),
+            45009 => Self::QuotaExceeded,
+            -1 => Self::Busy,
+            40013 => Self::InvalidAppId,
+            40125 => Self::InvalidSecret,
+            40164 => Self::IpNotWhitelisted,
+            _ => Self::Api { code, message },
+        }
+    }
+}
+
+/// Every WeChat answer this client reads, in one shape: errors carry `errcode`,
+/// successes the value and `expires_in`.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    access_token: Option<String>,
+    ticket: Option<String>,
+    expires_in: Option<u64>,
+}
+
+impl Answer {
+    fn into_fetched(self, value: Option<String>) -> Result<Fetched, WechatError> {
+        if self.errcode != 0 {
+            return Err(WechatError::from_errcode(self.errcode, self.errmsg));
+        }
+        match (value, self.expires_in) {
+            (Some(value), Some(expires_in)) if !value.is_empty() && expires_in > 0 => {
+                Ok(Fetched { value, expires_in })
+            }
+            _ => Err(WechatError::Decode(
+                "no value or expires_in in the answer".into(),
+            )),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StableTokenRequest<'a> {
+    grant_type: &'static str,
+    appid: &'a str,
+    secret: &'a str,
+    force_refresh: bool,
+}
+
+pub struct WechatClient {
+    http: awc::Client,
+    api_base: String,
+    timeout: Duration,
+}
+
+impl WechatClient {
+    pub fn new(settings: &WechatSettings) -> Self {
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let http = awc::Client::builder()
+            .timeout(timeout)
+            .disable_redirects()
+            .finish();
+        Self {
+            http,
+            api_base: settings.api_base.trim_end_matches('/').to_string(),
+            timeout,
+        }
+    }
+
+    /// Fetches an access token. In stable mode `force_refresh` mints a new one
+    /// (WeChat allows that 20 times a day, 30 s apart); in classic mode every call does.
+    pub async fn access_token(
+        &self,
+        app: &AppSettings,
+        mode: TokenMode,
+        force_refresh: bool,
+    ) -> Result<Fetched, WechatError> {
+        let answer = match mode {
+            TokenMode::Stable => {
+                let body = StableTokenRequest {
+                    grant_type: "client_credential",
+                    appid: &app.appid,
+                    secret: app.secret.expose(),
+                    force_refresh,
+                };
+                let url = format!("{}/cgi-bin/stable_token", self.api_base);
+                self.read(self.http.post(url).send_json(&body)).await?
+            }
+            TokenMode::Classic => {
+                let url = format!("{}/cgi-bin/token", self.api_base);
+                let query = [
+                    ("grant_type", "client_credential"),
+                    ("appid", app.appid.as_str()),
+                    ("secret", app.secret.expose()),
+                ];
+                let request = self.http.get(url).query(&query).map_err(decode_error)?;
+                self.read(request.send()).await?
+            }
+        };
+        let token = answer.access_token.clone();
+        answer.into_fetched(token)
+    }
+
+    /// Fetches the JS-SDK ticket (`type=jsapi`) with a valid access token.
+    pub async fn jsapi_ticket(&self, access_token: &str) -> Result<Fetched, WechatError> {
+        let url = format!("{}/cgi-bin/ticket/getticket", self.api_base);
+        let query = [("access_token", access_token), ("type", "jsapi")];
+        let request = self.http.get(url).query(&query).map_err(decode_error)?;
+        let answer = self.read(request.send()).await?;
+        let ticket = answer.ticket.clone();
+        answer.into_fetched(ticket)
+    }
+
+    /// Sends a request and decodes WeChat's JSON answer. Transport errors are
+    /// described without the request URL, which carries the secret or the token.
+    async fn read(&self, sending: awc::SendClientRequest) -> Result<Answer, WechatError> {
+        let mut response = sending.await.map_err(|e| match e {
+            awc::error::SendRequestError::Timeout => {
+                WechatError::Timeout(self.timeout.as_millis() as u64)
+            }
+            other => WechatError::Transport(transport_summary(&other)),
+        })?;
+        if !response.status().is_success() {
+            return Err(WechatError::Transport(format!(
+                "HTTP status {}",
+                response.status()
+            )));
+        }
+        let body = response
+            .body()
+            .limit(64 * 1024)
+            .await
+            .map_err(|e| WechatError::Decode(e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|e| WechatError::Decode(e.to_string()))
+    }
+}
+
+fn decode_error(e: impl std::fmt::Display) -> WechatError {
+    WechatError::Decode(e.to_string())
+}
+
+/// A description of a failed send that cannot leak the URL.
+fn transport_summary(error: &awc::error::SendRequestError) -> String {
+    use awc::error::SendRequestError as E;
+    match error {
+        E::Url(_) => "invalid api_base url".into(),
+        E::Connect(e) => format!("connect: {e}"),
+        E::Send(e) => format!("send: {e}"),
+        E::Response(e) => format!("response: {e}"),
+        E::Http(_) | E::H2(_) => "protocol error".into(),
+        E::Timeout => "timeout".into(),
+        E::TunnelNotSupported => "tunnel not supported".into(),
+        E::Body(e) => format!("body: {e}"),
+        E::Custom(..) => "client error".into(),
+        _ => "request failed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(json: &str) -> Answer {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn errcodes_map_to_what_they_mean() {
+        for (code, expected) in [
+            (40001, WechatError::InvalidCredential(40001)),
+            (40014, WechatError::InvalidCredential(40014)),
+            (42001, WechatError::InvalidCredential(42001)),
+            (45009, WechatError::QuotaExceeded),
+            (-1, WechatError::Busy),
+            (40013, WechatError::InvalidAppId),
+            (40125, WechatError::InvalidSecret),
+            (40164, WechatError::IpNotWhitelisted),
+        ] {
+            let a = answer(&format!(r#"{{"errcode":{code},"errmsg":"x"}}"#));
+            assert_eq!(a.into_fetched(None), Err(expected));
+        }
+        let a = answer(r#"{"errcode":48001,"errmsg":"api unauthorized"}"#);
+        assert_eq!(
+            a.into_fetched(None),
+            Err(WechatError::Api {
+                code: 48001,
+                message: "api unauthorized".into()
+            })
+        );
+    }
+
+    #[test]
+    fn success_needs_value_and_lifetime() {
+        let a = answer(r#"{"errcode":0,"errmsg":"ok","ticket":"T","expires_in":7200}"#);
+        let ticket = a.ticket.clone();
+        assert_eq!(
+            a.into_fetched(ticket),
+            Ok(Fetched {
+                value: "T".into(),
+                expires_in: 7200
+            })
+        );
+        let a = answer(r#"{"access_token":"A"}"#);
+        let token = a.access_token.clone();
+        assert!(matches!(a.into_fetched(token), Err(WechatError::Decode(_))));
+    }
+
+    #[test]
+    fn ip_whitelist_error_tells_the_operator_what_to_do() {
+        assert!(WechatError::IpNotWhitelisted
+            .to_string()
+            .contains("IP whitelist"));
+    }
+}

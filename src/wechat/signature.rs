@@ -1,0 +1,159 @@
+//! WeChat's two signature rules, and the page-URL rules that go with `wx.config`.
+//!
+//! Both signatures are SHA-1 in lowercase hex. They are computed over the raw values:
+//! WeChat does not URL-escape anything, so neither do we.
+
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+/// The longest page URL we sign. Real page URLs are far shorter; the bound keeps a
+/// hostile client from making us hash (and echo back) megabytes.
+pub const MAX_URL_LEN: usize = 4096;
+
+fn sha1_hex(input: &str) -> String {
+    hex::encode(Sha1::digest(input.as_bytes()))
+}
+
+/// The `wx.config` signature: `sha1("jsapi_ticket=T&noncestr=N&timestamp=S&url=U")`.
+pub fn sign_url(ticket: &str, nonce: &str, timestamp: u64, url: &str) -> String {
+    sha1_hex(&format!(
+        "jsapi_ticket={ticket}&noncestr={nonce}&timestamp={timestamp}&url={url}"
+    ))
+}
+
+/// Whether a request carrying `signature, timestamp, nonce` comes from WeChat: the
+/// SHA-1 of the three strings `[token, timestamp, nonce]`, sorted and concatenated,
+/// must equal `signature`. The comparison is constant-time so that the expected
+/// signature cannot be guessed byte by byte from response timings.
+pub fn verify_server_signature(token: &str, timestamp: &str, nonce: &str, signature: &str) -> bool {
+    let mut parts = [token, timestamp, nonce];
+    parts.sort_unstable();
+    let expected = sha1_hex(&parts.concat());
+    expected
+        .as_bytes()
+        .ct_eq(signature.to_ascii_lowercase().as_bytes())
+        .into()
+}
+
+/// A fresh `nonceStr`: 32 random alphanumeric characters (a v4 UUID without dashes).
+pub fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Why a page URL cannot be signed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PageUrlError {
+    #[error("the url is longer than {MAX_URL_LEN} bytes")]
+    TooLong,
+    #[error("the url contains whitespace or control characters")]
+    ControlCharacters,
+    #[error("the url is not an absolute http(s) url with a host")]
+    NotHttp,
+}
+
+/// The URL to sign for a page: the page's own URL without `#` and what follows (WeChat
+/// signs it that way), otherwise byte for byte as given, since any re-encoding would
+/// produce a signature for a different string than the one the page checks.
+/// Only absolute `http`/`https` URLs with a host are accepted.
+pub fn page_url(raw: &str) -> Result<&str, PageUrlError> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(PageUrlError::TooLong);
+    }
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(PageUrlError::ControlCharacters);
+    }
+    let without_fragment = raw.split('#').next().unwrap_or(raw);
+    let parsed = url::Url::parse(without_fragment).map_err(|_| PageUrlError::NotHttp)?;
+    let is_http = matches!(parsed.scheme(), "http" | "https");
+    if !is_http || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(PageUrlError::NotHttp);
+    }
+    Ok(without_fragment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn official_jssdk_example() {
+        let signature = sign_url(
+            "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg",
+            "Wm3WZYTPz0wzccnW",
+            1414587457,
+            "http://mp.weixin.qq.com?params=value",
+        );
+        assert_eq!(signature, "0f9de62fce790f9a083d5c99e95740ceb90c27ed");
+    }
+
+    #[test]
+    fn server_signature_is_over_sorted_parts() {
+        // sorted: "1409304348" < "testtoken" < "xxxxxx"
+        let expected = sha1_hex("1409304348testtokenxxxxxx");
+        assert!(verify_server_signature(
+            "testtoken",
+            "1409304348",
+            "xxxxxx",
+            &expected
+        ));
+        assert!(verify_server_signature(
+            "testtoken",
+            "1409304348",
+            "xxxxxx",
+            &expected.to_uppercase()
+        ));
+        assert!(!verify_server_signature(
+            "testtoken",
+            "1409304349",
+            "xxxxxx",
+            &expected
+        ));
+        assert!(!verify_server_signature(
+            "testtoken",
+            "1409304348",
+            "xxxxxx",
+            ""
+        ));
+    }
+
+    #[test]
+    fn nonce_is_long_random_alphanumeric() {
+        let (a, b) = (nonce(), nonce());
+        assert!(a.len() >= 16 && a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn page_url_cuts_fragment_and_keeps_the_rest_verbatim() {
+        assert_eq!(
+            page_url("https://a.example.com/p?x=%E4%BD%A0&y=1#/route?z"),
+            Ok("https://a.example.com/p?x=%E4%BD%A0&y=1")
+        );
+        assert_eq!(page_url("http://a.example.com"), Ok("http://a.example.com"));
+    }
+
+    #[test]
+    fn page_url_refuses_what_cannot_be_a_page() {
+        for bad in [
+            "",
+            "/relative",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "ftp://h/x",
+            "http://",
+            "mailto:a@b.c",
+        ] {
+            assert_eq!(page_url(bad), Err(PageUrlError::NotHttp), "{bad}");
+        }
+        assert_eq!(
+            page_url("http://a.com/\r\nX: y"),
+            Err(PageUrlError::ControlCharacters)
+        );
+        assert_eq!(
+            page_url("http://a.com/ x"),
+            Err(PageUrlError::ControlCharacters)
+        );
+        let long = format!("http://a.com/{}", "x".repeat(MAX_URL_LEN));
+        assert_eq!(page_url(&long), Err(PageUrlError::TooLong));
+    }
+}
