@@ -126,21 +126,17 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
     }
 }
 
-const DEFAULTS: &str = r#"
-[server]
-bind = "127.0.0.1:8080"
-
-[wechat]
-api_base = "https://api.weixin.qq.com"
-token_mode = "stable"
-timeout_ms = 5000
-
-[cache]
-safety_margin_secs = 300
-refresh_ahead_secs = 300
-lock_ttl_ms = 10000
-lock_wait_ms = 5000
-"#;
+/// Built-in defaults, the lowest layer.
+const DEFAULTS: [(&str, &str); 8] = [
+    ("server.bind", "127.0.0.1:8080"),
+    ("wechat.api_base", "https://api.weixin.qq.com"),
+    ("wechat.token_mode", "stable"),
+    ("wechat.timeout_ms", "5000"),
+    ("cache.safety_margin_secs", "300"),
+    ("cache.refresh_ahead_secs", "300"),
+    ("cache.lock_ttl_ms", "10000"),
+    ("cache.lock_wait_ms", "5000"),
+];
 
 /// Defaults every `[redis]` table gets, so that a table with just `url` is complete.
 const REDIS_DEFAULTS: [(&str, &str); 3] = [
@@ -153,8 +149,8 @@ impl Settings {
     /// Loads defaults, then `overrides` (used by `--dev`), then `file`, then the
     /// environment, and validates the result.
     pub fn load(file: Option<&Path>, overrides: &[(&str, &str)]) -> Result<Self, ConfigError> {
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        for (key, value) in overrides {
+        let mut builder = Config::builder();
+        for (key, value) in DEFAULTS.iter().chain(overrides) {
             builder = builder.set_default(*key, *value)?;
         }
         if let Some(path) = file {

@@ -83,7 +83,12 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
     let wechat_settings = settings.wechat.clone();
     let mut server = HttpServer::new(move || {
         App::new()
-            .wrap(Logger::new("%a \"%m %U\" %s %Dms").exclude("/healthz"))
+            // The path without the query: nothing a client sends is logged verbatim.
+            .wrap(
+                Logger::new("%a \"%{method}xi %U\" %s %Dms")
+                    .custom_request_replace("method", |req| req.method().to_string())
+                    .exclude("/healthz"),
+            )
             .app_data(state.clone())
             // awc clients are bound to their thread: one per worker.
             .app_data(web::Data::new(WechatClient::new(&wechat_settings)))

@@ -1,0 +1,8 @@
+//! Integration tests: the real service, a private Redis and the sandbox WeChat API.
+
+mod cache;
+mod config;
+mod helpers;
+mod jssdk;
+mod store;
+mod verify;

@@ -1,0 +1,94 @@
+//! The store's atomic operations behave the same on Redis and in memory.
+
+use std::time::Duration;
+
+use wx_jssdk::cache::{now_ms, MemoryStore, Record, RedisStore, Store};
+use wx_jssdk::configuration::{RedisSettings, Secret};
+
+use crate::helpers::TestRedis;
+
+fn record(value: &str, renew_at: u64, expires_at: u64) -> Record {
+    Record {
+        value: value.into(),
+        renew_at,
+        expires_at,
+    }
+}
+
+async fn check_semantics(store: &Store) {
+    let now = now_ms();
+    let newer = record("newer", now + 50_000, now + 60_000);
+    let older = record("older", now + 40_000, now + 50_000);
+    assert!(store.put_record("k", &newer).await.unwrap());
+    assert!(
+        !store.put_record("k", &older).await.unwrap(),
+        "an older record may not replace a newer one"
+    );
+    assert_eq!(store.get("k").await.unwrap(), Some(newer.to_json()));
+    let rescheduled = record("newer", now + 55_000, now + 60_000);
+    assert!(store.put_record("k", &rescheduled).await.unwrap());
+
+    assert!(store
+        .set_nx("lock", "a", Duration::from_secs(10))
+        .await
+        .unwrap());
+    assert!(!store
+        .set_nx("lock", "b", Duration::from_secs(10))
+        .await
+        .unwrap());
+    assert!(
+        !store.delete_if_equals("lock", "b").await.unwrap(),
+        "only the holder may release"
+    );
+    assert!(store.delete_if_equals("lock", "a").await.unwrap());
+    assert!(store
+        .set_nx("lock", "b", Duration::from_millis(50))
+        .await
+        .unwrap());
+
+    assert_eq!(
+        store
+            .incr_with_ttl("n", Duration::from_secs(10))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .incr_with_ttl("n", Duration::from_secs(10))
+            .await
+            .unwrap(),
+        2
+    );
+
+    let short = record("short", now + 50, now + 100);
+    assert!(store.put_record("short", &short).await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.get("short").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a record must vanish when it expires"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn redis_store_semantics() {
+    let redis = TestRedis::start();
+    let store = Store::Redis(
+        RedisStore::new(&RedisSettings {
+            url: Secret::new(redis.url()),
+            key_prefix: "t".into(),
+            pool_size: 2,
+            timeout_ms: 1000,
+        })
+        .unwrap(),
+    );
+    check_semantics(&store).await;
+}
+
+#[actix_web::test]
+async fn memory_store_semantics() {
+    check_semantics(&Store::Memory(MemoryStore::new())).await;
+}
