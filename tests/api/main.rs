@@ -4,5 +4,6 @@ mod cache;
 mod config;
 mod helpers;
 mod jssdk;
+mod logs;
 mod store;
 mod verify;
