@@ -102,8 +102,13 @@ fn the_environment_overrides_the_file_and_secrets_are_never_printed() {
 
 #[test]
 fn the_example_configuration_loads() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wx-jssdk.example.toml");
-    let settings = wx_jssdk::configuration::Settings::load(Some(&path), &[]).expect("the example loads");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wx-jssdk.example.toml");
+    let settings =
+        wx_jssdk::configuration::Settings::load(Some(&path), &[]).expect("the example loads");
     assert!(settings.redis.is_some());
-    assert_eq!(settings.default_app().map(|(name, _)| name), Some("default"));
+    assert_eq!(
+        settings.default_app().map(|(name, _)| name),
+        Some("default")
+    );
 }
