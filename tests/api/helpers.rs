@@ -273,3 +273,59 @@ pub fn wechat_signature(token: &str, timestamp: &str, nonce: &str) -> String {
     parts.sort_unstable();
     hex::encode(Sha1::digest(parts.concat().as_bytes()))
 }
+
+/// The real `wx-jssdk` binary, serving on a free port; killed when dropped.
+pub struct RunningBinary {
+    child: Child,
+    pub address: String,
+}
+
+impl RunningBinary {
+    /// Starts the binary with `args` and `env` (its `server.bind` is set here) and
+    /// waits until it answers `/healthz`.
+    pub async fn start(args: &[&str], env: &[(&str, &str)], output: Stdio) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wx-jssdk"));
+        command
+            .args(args)
+            .envs(env.iter().copied())
+            .env("WXJSSDK__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env_remove("WXJSSDK_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(output);
+        let binary = Self {
+            child: command.spawn().expect("start wx-jssdk"),
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        binary.wait_until_up().await;
+        binary
+    }
+
+    async fn wait_until_up(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client
+            .get(format!("{}/healthz", self.address))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "wx-jssdk did not start within 20 s"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -2,38 +2,34 @@
 //! error paths. Runs the real binary and reads everything it printed.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use wx_jssdk::sandbox::{Endpoint, Fault};
 
-use crate::helpers::{free_port, spawn_app, APPID, SECRET, SERVER_TOKEN};
+use crate::helpers::{spawn_app, RunningBinary, APPID, SECRET, SERVER_TOKEN};
 
 #[actix_web::test]
 async fn nothing_secret_is_logged_at_debug_level() {
     // The in-process app is only used for its sandbox and Redis.
     let env = spawn_app().await;
-    let port = free_port();
     let mut config = tempfile::NamedTempFile::new().unwrap();
     write!(
         config,
-        "[server]\nbind = \"127.0.0.1:{port}\"\n[redis]\nurl = \"{}\"\n[wechat]\napi_base = \"{}\"\n\
+        "[redis]\nurl = \"{}\"\n[wechat]\napi_base = \"{}\"\n\
          [apps.default]\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\ntoken = \"{SERVER_TOKEN}\"\n",
         env.redis().url(),
         env.sandbox_url
     )
     .unwrap();
     let logs = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wx-jssdk"))
-        .arg("--config")
-        .arg(config.path())
-        .env("RUST_LOG", "debug")
-        .stdout(logs.reopen().unwrap())
-        .stderr(Stdio::from(logs.reopen().unwrap()))
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    wait_until_up(&env.client, &address).await;
+    let config_path = config.path().to_string_lossy().to_string();
+    let mut binary = RunningBinary::start(
+        &["--config", &config_path],
+        &[("RUST_LOG", "debug")],
+        Stdio::from(logs.reopen().unwrap()),
+    )
+    .await;
+    let address = binary.address.clone();
 
     let sign = || {
         env.client
@@ -58,8 +54,7 @@ async fn nothing_secret_is_logged_at_debug_level() {
     .await
     .unwrap();
     assert_eq!(sign().await.unwrap().status(), 200);
-    let _ = child.kill();
-    let _ = child.wait();
+    binary.stop();
 
     let printed = std::fs::read_to_string(logs.path()).unwrap();
     assert!(
@@ -71,21 +66,5 @@ async fn nothing_secret_is_logged_at_debug_level() {
             !printed.contains(secret),
             "`{secret}` appears in the logs:\n{printed}"
         );
-    }
-}
-
-async fn wait_until_up(client: &reqwest::Client, address: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client
-        .get(format!("{address}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "wx-jssdk did not start within 20 s"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }

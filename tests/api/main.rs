@@ -2,6 +2,7 @@
 
 mod cache;
 mod config;
+mod dev;
 mod helpers;
 mod jssdk;
 mod logs;
