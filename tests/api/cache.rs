@@ -7,9 +7,9 @@ use futures_util::future::join_all;
 use redis::AsyncCommands;
 use wx_jssdk::cache::{now_ms, Record};
 use wx_jssdk::configuration::TokenMode;
-use wx_jssdk::sandbox::{Endpoint, Fault};
+use wx_jssdk::sandbox::Endpoint;
 
-use crate::helpers::{error_code, spawn_app, spawn_app_with, Options, TestApp, APPID};
+use crate::helpers::{error_code, fault, spawn_app, spawn_app_with, Options, TestApp, APPID};
 
 fn key(name: &str) -> String {
     format!("wxjssdk:{{{APPID}}}:{name}")
@@ -162,12 +162,7 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
     };
     store(&app, "access_token", &stale).await;
     delete(&app, "jsapi_ticket").await;
-    app.sandbox.inject(Fault {
-        endpoint: Endpoint::GetTicket,
-        errcode: None,
-        delay_ms: 300,
-        times: 1,
-    });
+    app.sandbox.inject(fault(Endpoint::GetTicket, None, 300));
     let signing = actix_web::rt::spawn({
         let (client, url) = (
             app.client.clone(),
@@ -209,12 +204,7 @@ async fn a_value_due_for_renewal_is_renewed_while_still_served() {
     store(&app, "jsapi_ticket", &due).await;
 
     // A failing renewal keeps the current ticket in service.
-    app.sandbox.inject(Fault {
-        endpoint: Endpoint::GetTicket,
-        errcode: Some(-1),
-        delay_ms: 0,
-        times: 1,
-    });
+    app.sandbox.inject(fault(Endpoint::GetTicket, Some(-1), 0));
     app.sign_and_check("https://page.example.com/").await;
     assert_eq!(stored(&app, "jsapi_ticket").await.unwrap().value, due.value);
 
@@ -253,19 +243,9 @@ async fn redis_down_is_a_503_and_service_resumes_when_it_is_back() {
     app.redis().kill();
     let response = app.sign("https://page.example.com/").await;
     assert_eq!(error_code(response, 503).await, "unavailable");
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(error_code(ready, 503).await, "unavailable");
-    let alive = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let alive = app.get("/healthz").await;
     assert_eq!(alive.status(), 200);
 
     app.redis().restart();
@@ -284,11 +264,6 @@ async fn redis_down_is_a_503_and_service_resumes_when_it_is_back() {
         }
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
 }

@@ -12,7 +12,7 @@ use wx_jssdk::configuration::{
     AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings, TokenMode,
     WechatSettings,
 };
-use wx_jssdk::sandbox::{Sandbox, SandboxConfig};
+use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig};
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
 
@@ -218,6 +218,15 @@ impl TestApp {
             .expect("this test app runs with redis")
     }
 
+    /// `GET` a path of the service.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request the service")
+    }
+
     pub async fn sign(&self, page_url: &str) -> reqwest::Response {
         self.client
             .get(format!("{}/wxJssdk/getJssdk", self.address))
@@ -251,6 +260,16 @@ impl TestApp {
             config["url"].as_str().unwrap_or_default(),
         );
         self.sandbox.is_valid_ticket(APPID, &ticket) && config["signature"] == expected.as_str()
+    }
+}
+
+/// A fault the sandbox applies to the next call of `endpoint`.
+pub fn fault(endpoint: Endpoint, errcode: Option<i64>, delay_ms: u64) -> Fault {
+    Fault {
+        endpoint,
+        errcode,
+        delay_ms,
+        times: 1,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `wx.config` signing: inputs, answers and errors.
 
-use crate::helpers::{error_code, spawn_app, spawn_app_with, Options, APPID, SECRET};
-use wx_jssdk::sandbox::{Endpoint, Fault};
+use crate::helpers::{error_code, fault, spawn_app, spawn_app_with, Options, APPID, SECRET};
+use wx_jssdk::sandbox::Endpoint;
 
 #[actix_web::test]
 async fn the_config_has_every_field_and_a_signature_that_verifies() {
@@ -127,12 +127,7 @@ async fn bad_urls_and_bodies_get_clear_json_errors() {
         .await
         .unwrap();
     assert_eq!(error_code(huge, 413).await, "body_too_large");
-    let unknown = app
-        .client
-        .get(format!("{}/v1/apps/nope/jssdk/config", app.address))
-        .send()
-        .await
-        .unwrap();
+    let unknown = app.get("/v1/apps/nope/jssdk/config").await;
     assert_eq!(error_code(unknown, 404).await, "unknown_app");
     assert_eq!(
         app.sandbox.calls().getticket,
@@ -144,12 +139,7 @@ async fn bad_urls_and_bodies_get_clear_json_errors() {
 #[actix_web::test]
 async fn unknown_routes_and_methods_are_json_errors() {
     let app = spawn_app().await;
-    let missing = app
-        .client
-        .get(format!("{}/nope", app.address))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get("/nope").await;
     assert_eq!(error_code(missing, 404).await, "not_found");
     let wrong_method = app
         .client
@@ -163,12 +153,8 @@ async fn unknown_routes_and_methods_are_json_errors() {
 #[actix_web::test]
 async fn wechat_refusing_the_credentials_is_a_502_that_names_the_cause() {
     let app = spawn_app().await;
-    app.sandbox.inject(Fault {
-        endpoint: Endpoint::StableToken,
-        errcode: Some(40125),
-        delay_ms: 0,
-        times: 1,
-    });
+    app.sandbox
+        .inject(fault(Endpoint::StableToken, Some(40125), 0));
     let response = app.sign("https://page.example.com/").await;
     assert_eq!(response.status(), 502);
     let body: serde_json::Value = response.json().await.unwrap();
@@ -183,12 +169,9 @@ async fn wechat_refusing_the_credentials_is_a_502_that_names_the_cause() {
 #[actix_web::test]
 async fn wechat_timing_out_is_a_503_with_retry_after() {
     let app = spawn_app().await;
-    app.sandbox.inject(Fault {
-        endpoint: Endpoint::StableToken,
-        errcode: None,
-        delay_ms: 3_000, // the service's WeChat timeout in tests is 2 s
-        times: 1,
-    });
+    // The service's WeChat timeout in tests is 2 s.
+    app.sandbox
+        .inject(fault(Endpoint::StableToken, None, 3_000));
     let response = app.sign("https://page.example.com/").await;
     assert_eq!(
         response
@@ -210,11 +193,6 @@ async fn without_redis_the_in_process_store_serves_one_instance() {
     app.sign_and_check("https://page.example.com/").await;
     app.sign_and_check("https://page.example.com/other").await;
     assert_eq!(app.sandbox.calls().getticket, 1);
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
 }

@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use wx_jssdk::sandbox::{Endpoint, Fault};
+use wx_jssdk::sandbox::Endpoint;
 
-use crate::helpers::{spawn_app, RunningBinary, APPID, SECRET, SERVER_TOKEN};
+use crate::helpers::{fault, spawn_app, RunningBinary, APPID, SECRET, SERVER_TOKEN};
 
 #[actix_web::test]
 async fn nothing_secret_is_logged_at_debug_level() {
@@ -37,12 +37,8 @@ async fn nothing_secret_is_logged_at_debug_level() {
             .query(&[("url", "https://page.example.com/")])
             .send()
     };
-    env.sandbox.inject(Fault {
-        endpoint: Endpoint::StableToken,
-        errcode: Some(40125),
-        delay_ms: 0,
-        times: 1,
-    });
+    env.sandbox
+        .inject(fault(Endpoint::StableToken, Some(40125), 0));
     assert_eq!(sign().await.unwrap().status(), 502);
     assert_eq!(sign().await.unwrap().status(), 200);
     // A rejected token: dropped, force-refreshed, ticket fetched again.
