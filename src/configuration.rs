@@ -57,23 +57,30 @@ pub struct WechatSettings {
     pub token_mode: TokenMode,
     /// Bound on one call to WeChat.
     pub timeout_ms: u64,
+    /// Further attempts after a call fails in a passing way (errcode -1, timeout,
+    /// connection error), with exponential backoff and jitter.
+    pub retries: u32,
 }
 
 /// How long cached values are trusted and how refreshes are coordinated.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CacheSettings {
-    /// A value is considered expired this long before WeChat's `expires_in` says,
-    /// so that a page never gets a signature made with a ticket about to die.
+    /// A value is not handed out in the last this-many seconds before WeChat's
+    /// `expires_in` ends, so that a page has time to call `wx.config` with it.
     /// Capped at a fifth of `expires_in` for short-lived values.
     pub safety_margin_secs: u64,
     /// A value is renewed (by one instance, while all keep using it) this long before
-    /// it expires. Capped at a quarter of its usable life.
+    /// it stops being handed out: the time WeChat has to recover from an outage before
+    /// anyone notices. Capped at half of the usable life.
     pub refresh_ahead_secs: u64,
-    /// Lifetime of the refresh lock: if its holder dies, another process takes over
-    /// after this long. Must exceed the time one refresh can take.
+    /// Lifetime of the refresh lock: if its holder dies, another instance takes over
+    /// after this long. A live holder extends it while it works.
     pub lock_ttl_ms: u64,
-    /// How long a request waits for another process's refresh before answering 503.
+    /// How long a request waits for a refresh before answering 503.
     pub lock_wait_ms: u64,
+    /// How often an instance compares its in-memory copy with the store: the bound on
+    /// how long a change made by another instance takes to reach this one.
+    pub local_recheck_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,15 +134,17 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 8] = [
+const DEFAULTS: [(&str, &str); 10] = [
     ("server.bind", "127.0.0.1:8080"),
     ("wechat.api_base", "https://api.weixin.qq.com"),
     ("wechat.token_mode", "stable"),
     ("wechat.timeout_ms", "5000"),
-    ("cache.safety_margin_secs", "300"),
-    ("cache.refresh_ahead_secs", "300"),
-    ("cache.lock_ttl_ms", "10000"),
+    ("wechat.retries", "2"),
+    ("cache.safety_margin_secs", "60"),
+    ("cache.refresh_ahead_secs", "900"),
+    ("cache.lock_ttl_ms", "5000"),
     ("cache.lock_wait_ms", "5000"),
+    ("cache.local_recheck_ms", "1000"),
 ];
 
 /// Defaults every `[redis]` table gets, so that a table with just `url` is complete.
@@ -214,11 +223,15 @@ impl Settings {
                 return Err(invalid("redis.pool_size", "must be at least 1"));
             }
         }
-        if self.cache.lock_ttl_ms == 0 || self.cache.lock_wait_ms == 0 {
-            return Err(invalid(
-                "cache.lock_ttl_ms",
-                "and cache.lock_wait_ms must be positive",
-            ));
+        let c = &self.cache;
+        for (key, value, least) in [
+            ("cache.lock_ttl_ms", c.lock_ttl_ms, 30),
+            ("cache.lock_wait_ms", c.lock_wait_ms, 1),
+            ("cache.local_recheck_ms", c.local_recheck_ms, 1),
+        ] {
+            if value < least {
+                return Err(invalid(key, &format!("must be at least {least}")));
+            }
         }
         if self.server.workers == Some(0) {
             return Err(invalid("server.workers", "must be at least 1"));

@@ -68,9 +68,7 @@ impl From<CacheError> for ApiError {
     fn from(e: CacheError) -> Self {
         match e {
             // WeChat timing out or busy is passing: the client may retry shortly.
-            CacheError::Upstream(WechatError::Busy | WechatError::Timeout(_)) => {
-                Self::Unavailable(e.to_string())
-            }
+            CacheError::Upstream(ref w) if w.is_transient() => Self::Unavailable(e.to_string()),
             CacheError::Upstream(w) => Self::Upstream(w),
             CacheError::Store(_) | CacheError::LockWaitTimeout(_) => {
                 Self::Unavailable(e.to_string())

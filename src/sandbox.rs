@@ -368,17 +368,20 @@ impl State {
         Ok(self.mint_token(&appid, TokenKind::Stable, now))
     }
 
-    /// The current stable token with its remaining lifetime, if it is still usable.
+    /// The current stable token with its remaining lifetime, if it is still usable and
+    /// not yet in its last stretch: like WeChat, which hands out a new stable token about
+    /// 5 minutes before the current one expires (here: a quarter of `expires_in`, at
+    /// most 300 s, so that short test windows rotate too).
     fn current_stable(&self, appid: &str, now: Instant) -> Option<Value> {
         let token = self.stable.get(appid)?;
         self.check_token(token, now).ok()?;
         let rec = self.tokens.get(token)?;
-        let remaining = rec
-            .expires_at
-            .saturating_duration_since(now)
-            .as_secs()
-            .max(1);
-        Some(json!({ "access_token": token, "expires_in": remaining }))
+        let remaining = rec.expires_at.saturating_duration_since(now);
+        let rotate_within = Duration::from_secs(self.expires_in.min(1200)) / 4;
+        if remaining <= rotate_within {
+            return None;
+        }
+        Some(json!({ "access_token": token, "expires_in": remaining.as_secs().max(1) }))
     }
 
     fn get_ticket(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
@@ -579,6 +582,19 @@ impl Sandbox {
     }
 
     /// Whether `ticket` is a jsapi ticket issued for `appid` and not yet expired.
+    /// Every jsapi ticket of `appid` that is still valid: a page signed with any of
+    /// them passes `wx.config`.
+    pub fn valid_tickets(&self, appid: &str) -> Vec<String> {
+        let now = Instant::now();
+        let state = self.lock();
+        state
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.appid == appid && t.kind == TicketKind::Jsapi && t.expires_at > now)
+            .map(|(ticket, _)| ticket.clone())
+            .collect()
+    }
+
     pub fn is_valid_ticket(&self, appid: &str, ticket: &str) -> bool {
         self.lock().is_valid_ticket(appid, ticket, Instant::now())
     }

@@ -78,7 +78,7 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
     );
     let state = web::Data::new(AppState {
         apps: Apps::from_settings(&settings),
-        cache,
+        cache: std::sync::Arc::new(cache),
     });
     let wechat_settings = settings.wechat.clone();
     let mut server = HttpServer::new(move || {

@@ -6,6 +6,7 @@
 //! so a holder whose lock already expired can never release its successor's. If the
 //! holder dies, the TTL frees the lock and another process takes over.
 
+use std::future::Future;
 use std::time::Duration;
 
 use super::store::{Store, StoreError};
@@ -28,6 +29,33 @@ impl RefreshLock {
         Ok(taken.then_some(Self { key, holder }))
     }
 
+    /// Runs `work` while extending the lock every third of its TTL, so that a slow
+    /// WeChat does not let the lock lapse under a live holder. If an extension finds
+    /// the lock gone (this process stalled longer than the TTL), `work` still finishes;
+    /// the store's newer-wins write keeps that harmless.
+    pub async fn keep_alive_while<T>(
+        &self,
+        store: &Store,
+        ttl: Duration,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let keep_alive = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.extend_if_equals(&self.key, &self.holder, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => log::warn!("could not extend refresh lock {}: {e}", self.key),
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            result = work => result,
+            () = keep_alive => unreachable!("keep_alive never completes"),
+        }
+    }
+
     /// Releases the lock if it is still ours. A failure is logged, not returned: the
     /// lock's TTL frees it anyway, and the refresh it guarded has already succeeded or
     /// failed on its own.
@@ -35,7 +63,7 @@ impl RefreshLock {
         match store.delete_if_equals(&self.key, &self.holder).await {
             Ok(true) => {}
             Ok(false) => log::warn!(
-                "refresh lock {} had expired before its holder released it; raise cache.lock_ttl_ms above the time a refresh takes",
+                "refresh lock {} had expired before its holder released it (the holder stalled longer than cache.lock_ttl_ms)",
                 self.key
             ),
             Err(e) => log::warn!("could not release refresh lock {} (its TTL will): {e}", self.key),

@@ -30,7 +30,7 @@ impl MemoryStore {
     }
 
     pub fn put_record(&self, key: &str, record: &Record) -> bool {
-        let ttl = Duration::from_millis(record.ttl_ms(super::record::now_ms()));
+        let ttl = Duration::from_millis(record.store_ttl_ms(super::record::now_ms()));
         self.with(|m| {
             let current = m.get(key).and_then(|(v, _)| Record::from_json(v));
             if current.is_some_and(|c| !record.supersedes(&c)) {
@@ -58,6 +58,16 @@ impl MemoryStore {
                 return true;
             }
             false
+        })
+    }
+
+    pub fn extend_if_equals(&self, key: &str, expected: &str, ttl: Duration) -> bool {
+        self.with(|m| match m.get_mut(key) {
+            Some((value, deadline)) if value == expected => {
+                *deadline = Instant::now() + ttl;
+                true
+            }
+            _ => false,
         })
     }
 

@@ -1,26 +1,38 @@
 //! The shared credential cache: valid access tokens and JS-SDK tickets for every app,
 //! fetched from WeChat once per validity window however many instances run.
 //!
-//! A read is one store `GET`. A value is renewed in two situations:
-//! * it is due for renewal but still usable: one process (the [`RefreshLock`] holder)
-//!   renews it while every request keeps being answered with the current value;
-//! * it is missing or expired: one process renews it and the others wait for the new
-//!   value, bounded by `cache.lock_wait_ms`, polling the store.
+//! Two tiers. Each instance keeps its own copy of each value ([`local`]); the store
+//! (Redis, or memory for a single instance) holds the deployment's current value.
+//! A request is answered from the local copy whenever it is usable: no I/O at all.
+//! Everything else happens in a background *job*, at most one per value per instance:
 //!
-//! Inside a process, requests for the same key queue on a local mutex first, so that a
-//! burst on a cold cache makes one lock attempt per process, not one per request.
+//! * the copy is due for a re-check (every `local_recheck_ms`) or for renewal: the job
+//!   reads the store and adopts what it finds; if that is due for renewal too, it tries
+//!   the [`RefreshLock`] and, if it gets it, renews the value from WeChat. Requests keep
+//!   being answered with the current copy meanwhile, and a failure leaves it in service;
+//! * there is no usable copy: the same job runs and requests wait for its result,
+//!   bounded by `lock_wait_ms`. If another instance holds the lock, the job polls the
+//!   store until that instance's value appears, or its lock expires and this job takes
+//!   over.
+//!
+//! Jobs are detached from requests, so a client that disconnects cannot abandon a
+//! refresh halfway, and the lock holder keeps its lock alive while WeChat is slow.
 
+mod local;
 mod lock;
 mod memory;
+mod outage;
 mod record;
 mod redis;
 mod store;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use lock::RefreshLock;
@@ -31,20 +43,25 @@ pub use store::{Store, StoreError};
 
 use crate::configuration::{AppSettings, CacheSettings, TokenMode};
 use crate::wechat::{Fetched, WechatClient, WechatError};
+use local::LocalTier;
+use outage::OutageLog;
 
 /// WeChat allows a forced stable-token refresh at most this often...
 const FORCE_REFRESH_SPACING: Duration = Duration::from_secs(30);
 /// ...and this many times a day.
 const FORCE_REFRESH_DAILY_LIMIT: u64 = 20;
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Polling of the store while another instance refreshes: from the first to the last.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_millis(200);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
     #[error("the credential store failed: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Upstream(#[from] WechatError),
-    #[error("another instance is refreshing the {0} and did not finish in time")]
+    #[error("the {0} is being refreshed and was not ready in time")]
     LockWaitTimeout(&'static str),
 }
 
@@ -95,12 +112,23 @@ impl KeySpace {
     }
 }
 
+type Outcome = Result<Arc<Record>, CacheError>;
+
+/// What a job needs besides the cache: the app and this worker's WeChat client.
+#[derive(Clone)]
+pub struct Context {
+    pub app: Arc<AppSettings>,
+    pub wechat: Arc<WechatClient>,
+}
+
 pub struct CredentialCache {
     store: Store,
     keys: KeySpace,
     settings: CacheSettings,
     token_mode: TokenMode,
-    local: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    local: LocalTier,
+    jobs: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
+    outage: OutageLog,
 }
 
 impl CredentialCache {
@@ -110,12 +138,15 @@ impl CredentialCache {
         settings: CacheSettings,
         token_mode: TokenMode,
     ) -> Self {
+        let recheck = Duration::from_millis(settings.local_recheck_ms);
         Self {
             store,
             keys,
             settings,
             token_mode,
-            local: Mutex::new(HashMap::new()),
+            local: LocalTier::new(recheck),
+            jobs: Mutex::new(HashMap::new()),
+            outage: OutageLog::default(),
         }
     }
 
@@ -123,80 +154,252 @@ impl CredentialCache {
         &self.store
     }
 
-    /// A usable JS-SDK ticket for `app`.
-    pub async fn jsapi_ticket(
-        &self,
-        app: &AppSettings,
-        wechat: &WechatClient,
-    ) -> Result<Record, CacheError> {
-        self.get_or_refresh(app, Credential::JsapiTicket, || {
-            self.fetch_ticket(app, wechat)
-        })
-        .await
+    /// A usable JS-SDK ticket for the app.
+    pub async fn jsapi_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
+        self.get(ctx, Credential::JsapiTicket, None).await
     }
 
-    /// A usable access token for `app`.
-    pub async fn access_token(
-        &self,
-        app: &AppSettings,
-        wechat: &WechatClient,
-    ) -> Result<Record, CacheError> {
-        self.get_or_refresh(app, Credential::AccessToken, || {
-            self.fetch_token(app, wechat, false)
-        })
-        .await
+    /// A usable access token for the app.
+    pub async fn access_token(self: &Arc<Self>, ctx: &Context) -> Outcome {
+        self.get(ctx, Credential::AccessToken, None).await
     }
 
-    /// Fetches a ticket with the cached token. If WeChat says that token is no longer
-    /// good, it is dropped (only if it is still the current one: another process may
-    /// have replaced it already) and the ticket is fetched once more with a new one.
-    async fn fetch_ticket(
+    /// The local copy when usable (starting a background check when one is due),
+    /// otherwise the result of a job, waited for at most `lock_wait_ms`. `rejected`
+    /// names a value WeChat refused: it is not used, and a new one is asked for.
+    async fn get(
+        self: &Arc<Self>,
+        ctx: &Context,
+        credential: Credential,
+        rejected: Option<&str>,
+    ) -> Outcome {
+        let slot = Slot::new(&self.keys, &ctx.app.appid, credential);
+        let copy = self.local.get(&slot.key);
+        if let Some(copy) = copy.filter(|c| acceptable(&c.record, rejected)) {
+            if copy.check_is_due() {
+                self.start_job(ctx, &slot, None);
+            }
+            return Ok(copy.record);
+        }
+        let mut outcome = self.start_job(ctx, &slot, rejected);
+        let wait = Duration::from_millis(self.settings.lock_wait_ms);
+        let finished = tokio::time::timeout(wait, outcome.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|done| done.ok().and_then(|d| d.clone()));
+        finished.unwrap_or(Err(CacheError::LockWaitTimeout(credential.name())))
+    }
+
+    /// Joins the value's running job, or starts one on this worker.
+    fn start_job(
+        self: &Arc<Self>,
+        ctx: &Context,
+        slot: &Slot,
+        rejected: Option<&str>,
+    ) -> watch::Receiver<Option<Outcome>> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = jobs.get(&slot.key) {
+            return running.clone();
+        }
+        let (done, outcome) = watch::channel(None);
+        jobs.insert(slot.key.clone(), outcome.clone());
+        let (cache, ctx, slot) = (self.clone(), ctx.clone(), slot.clone());
+        let rejected = rejected.map(str::to_string);
+        // Boxed: a ticket job starts token jobs, so the future type refers to itself.
+        let job: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
+            let result = cache.run_job(&ctx, &slot, rejected.as_deref()).await;
+            if result.is_err() {
+                cache.local.failed(&slot.key);
+            }
+            cache
+                .jobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&slot.key);
+            let _ = done.send(Some(result));
+        });
+        actix_web::rt::spawn(job);
+        outcome
+    }
+
+    /// Brings this instance's copy up to date with the store, renewing the value from
+    /// WeChat under the lock when it is missing or due. A failure leaves a usable copy
+    /// in service (it is answered as the result, and the failure logged).
+    async fn run_job(
+        self: &Arc<Self>,
+        ctx: &Context,
+        slot: &Slot,
+        rejected: Option<&str>,
+    ) -> Outcome {
+        let deadline = Instant::now()
+            + Duration::from_millis(self.settings.lock_ttl_ms + self.settings.lock_wait_ms);
+        let mut pause = POLL_FIRST;
+        loop {
+            let local = self
+                .local
+                .get(&slot.key)
+                .map(|c| c.record)
+                .filter(|r| acceptable(r, rejected));
+            let stored = match self.read(&slot.key).await {
+                Ok(stored) => stored.filter(|r| acceptable(r, rejected)),
+                Err(e) => return self.keep_or_fail(slot, local, e.into()),
+            };
+            if let Some(record) = &stored {
+                self.local.put(&slot.key, record.clone());
+                if !record.is_due_for_renewal(now_ms()) {
+                    return Ok(record.clone());
+                }
+            }
+            let current = stored.or(local);
+            match self
+                .try_renew(ctx, slot, current.as_deref(), rejected)
+                .await
+            {
+                Ok(Some(renewed)) => return Ok(renewed),
+                Ok(None) => {}
+                Err(e) => return self.keep_or_fail(slot, current, e),
+            }
+            // Another instance holds the lock: keep serving what we have, or wait for its result.
+            if let Some(current) = current {
+                return Ok(current);
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(CacheError::LockWaitTimeout(slot.credential.name()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL_MAX);
+        }
+    }
+
+    fn keep_or_fail(
         &self,
-        app: &AppSettings,
-        wechat: &WechatClient,
+        slot: &Slot,
+        current: Option<Arc<Record>>,
+        error: CacheError,
+    ) -> Outcome {
+        match current {
+            Some(current) => {
+                log::warn!(
+                    "refreshing {} failed; the current value stays in use: {error}",
+                    slot.key
+                );
+                self.local.failed(&slot.key);
+                Ok(current)
+            }
+            None => Err(error),
+        }
+    }
+
+    /// Renews the value under the refresh lock; `None` when another instance holds it.
+    async fn try_renew(
+        self: &Arc<Self>,
+        ctx: &Context,
+        slot: &Slot,
+        current: Option<&Record>,
+        rejected: Option<&str>,
+    ) -> Result<Option<Arc<Record>>, CacheError> {
+        let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
+        let Some(lock) = RefreshLock::try_acquire(&self.store, slot.lock_key.clone(), ttl).await?
+        else {
+            return Ok(None);
+        };
+        let work = self.renew_locked(ctx, slot, current, rejected);
+        let result = lock.keep_alive_while(&self.store, ttl, work).await;
+        lock.release(&self.store).await;
+        let record = result?;
+        self.local.put(&slot.key, record.clone());
+        Ok(Some(record))
+    }
+
+    async fn renew_locked(
+        self: &Arc<Self>,
+        ctx: &Context,
+        slot: &Slot,
+        current: Option<&Record>,
+        rejected: Option<&str>,
+    ) -> Outcome {
+        // The previous holder may have finished between our read and our lock.
+        let stored = self.read(&slot.key).await?;
+        if let Some(record) = stored
+            .as_ref()
+            .filter(|r| acceptable(r, rejected) && !r.is_due_for_renewal(now_ms()))
+        {
+            return Ok(record.clone());
+        }
+        let fetched = self.fetch(ctx, slot.credential, rejected.is_some()).await?;
+        let previous = stored.as_deref().or(current);
+        let record = Record::from_fetched(fetched, previous, now_ms(), &self.settings)
+            .ok_or(WechatError::StaleValue)?;
+        if !self.store.put_record(&slot.key, &record).await? {
+            // A newer value landed meanwhile (a holder whose lock we outlived): it wins.
+            if let Some(newer) = self
+                .read(&slot.key)
+                .await?
+                .filter(|r| r.is_usable(now_ms()))
+            {
+                return Ok(newer);
+            }
+        }
+        log::info!(
+            "refreshed {} (usable for {} s)",
+            slot.key,
+            record.ttl_ms(now_ms()) / 1000
+        );
+        Ok(Arc::new(record))
+    }
+
+    async fn fetch(
+        self: &Arc<Self>,
+        ctx: &Context,
+        credential: Credential,
+        force: bool,
     ) -> Result<Fetched, CacheError> {
-        let token = self.access_token(app, wechat).await?;
-        match wechat.jsapi_ticket(&token.value).await {
+        match credential {
+            Credential::AccessToken => self.fetch_token(ctx, force).await,
+            Credential::JsapiTicket => self.fetch_ticket(ctx).await,
+        }
+    }
+
+    /// Fetches a ticket with the current token. If WeChat says that token is no longer
+    /// good, it is dropped (only if it is still the current one: another instance may
+    /// have replaced it already) and the ticket is fetched once more with a new one.
+    async fn fetch_ticket(self: &Arc<Self>, ctx: &Context) -> Result<Fetched, CacheError> {
+        let token = self.get(ctx, Credential::AccessToken, None).await?;
+        match ctx.wechat.jsapi_ticket(&token.value).await {
             Err(WechatError::InvalidCredential(code)) => {
                 log::warn!(
-                    "WeChat rejected the cached access_token of {} (errcode {code}); replacing it once",
-                    app.appid
+                    "WeChat rejected the access_token of {} (errcode {code}); replacing it once",
+                    ctx.app.appid
                 );
-                let token = self.replace_access_token(app, wechat, &token).await?;
-                Ok(wechat.jsapi_ticket(&token.value).await?)
+                let token = self.replace_access_token(ctx, &token).await?;
+                Ok(ctx.wechat.jsapi_ticket(&token.value).await?)
             }
             other => Ok(other?),
         }
     }
 
-    async fn replace_access_token(
-        &self,
-        app: &AppSettings,
-        wechat: &WechatClient,
-        rejected: &Record,
-    ) -> Result<Record, CacheError> {
-        let key = self.keys.value(&app.appid, Credential::AccessToken);
+    /// Drops a token WeChat rejected, everywhere it is still the current one, and gets
+    /// another: the one another instance already put in its place, or a new one.
+    async fn replace_access_token(self: &Arc<Self>, ctx: &Context, rejected: &Record) -> Outcome {
+        let key = self.keys.value(&ctx.app.appid, Credential::AccessToken);
+        self.local.remove_if(&key, &rejected.value);
         self.store
             .delete_if_equals(&key, &rejected.to_json())
             .await?;
-        self.get_or_refresh(app, Credential::AccessToken, || {
-            self.fetch_token(app, wechat, true)
-        })
-        .await
+        self.get(ctx, Credential::AccessToken, Some(&rejected.value))
+            .await
     }
 
     /// Fetches a token. `replacing` asks for a new stable token (`force_refresh`),
     /// which is granted only within WeChat's limits, counted across the deployment.
-    async fn fetch_token(
-        &self,
-        app: &AppSettings,
-        wechat: &WechatClient,
-        replacing: bool,
-    ) -> Result<Fetched, CacheError> {
+    async fn fetch_token(&self, ctx: &Context, replacing: bool) -> Result<Fetched, CacheError> {
         let force = replacing
             && self.token_mode == TokenMode::Stable
-            && self.may_force_refresh(&app.appid).await?;
-        Ok(wechat.access_token(app, self.token_mode, force).await?)
+            && self.may_force_refresh(&ctx.app.appid).await?;
+        Ok(ctx
+            .wechat
+            .access_token(&ctx.app, self.token_mode, force)
+            .await?)
     }
 
     async fn may_force_refresh(&self, appid: &str) -> Result<bool, StoreError> {
@@ -216,145 +419,34 @@ impl CredentialCache {
         Ok(true)
     }
 
-    async fn get_or_refresh<F, Fut>(
-        &self,
-        app: &AppSettings,
-        credential: Credential,
-        fetch: F,
-    ) -> Result<Record, CacheError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<Fetched, CacheError>>,
-    {
-        let slot = Slot::new(&self.keys, &app.appid, credential);
-        if let Some(record) = self.read(&slot.key).await? {
-            let now = now_ms();
-            if !record.is_due_for_renewal(now) {
-                return Ok(record);
+    /// The stored record, if any and readable; store failures are logged once per outage.
+    async fn read(&self, key: &str) -> Result<Option<Arc<Record>>, StoreError> {
+        match self.store.get(key).await {
+            Ok(raw) => {
+                self.outage.succeeded();
+                Ok(raw.and_then(|raw| {
+                    let record = Record::from_json(&raw);
+                    if record.is_none() {
+                        log::warn!("ignoring an unreadable value at {key}");
+                    }
+                    record.map(Arc::new)
+                }))
             }
-            if record.is_usable(now) {
-                return Ok(self.renew_ahead(&slot, record, &fetch).await);
-            }
-        }
-        self.refresh_or_wait(&slot, &fetch).await
-    }
-
-    /// Renews a still-usable value unless someone else is already doing it; any
-    /// failure leaves the current value in service.
-    async fn renew_ahead<F, Fut>(&self, slot: &Slot, current: Record, fetch: &F) -> Record
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<Fetched, CacheError>>,
-    {
-        let local = self.local_mutex(&slot.key);
-        let Ok(_queue) = local.try_lock() else {
-            return current;
-        };
-        match self.try_refresh(slot, fetch).await {
-            Ok(Some(renewed)) => renewed,
-            Ok(None) => current,
             Err(e) => {
-                log::warn!(
-                    "renewing {} ahead of expiry failed; the current value stays in use: {e}",
-                    slot.key
-                );
-                current
+                self.outage.failed(&e);
+                Err(e)
             }
         }
-    }
-
-    /// Gets a usable value when there is none: refreshes it if the lock is free,
-    /// otherwise waits for the holder's result, until `lock_wait_ms` runs out.
-    async fn refresh_or_wait<F, Fut>(&self, slot: &Slot, fetch: &F) -> Result<Record, CacheError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<Fetched, CacheError>>,
-    {
-        let deadline = Instant::now() + Duration::from_millis(self.settings.lock_wait_ms);
-        let timeout = || CacheError::LockWaitTimeout(slot.credential.name());
-        let local = self.local_mutex(&slot.key);
-        let _queue = tokio::time::timeout_at(deadline, local.lock())
-            .await
-            .map_err(|_| timeout())?;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            if let Some(record) = self
-                .read(&slot.key)
-                .await?
-                .filter(|r| r.is_usable(now_ms()))
-            {
-                return Ok(record);
-            }
-            if let Some(record) = self.try_refresh(slot, fetch).await? {
-                return Ok(record);
-            }
-            if Instant::now() + pause >= deadline {
-                return Err(timeout());
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    /// Refreshes under the refresh lock; `None` when another process holds it.
-    async fn try_refresh<F, Fut>(
-        &self,
-        slot: &Slot,
-        fetch: &F,
-    ) -> Result<Option<Record>, CacheError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<Fetched, CacheError>>,
-    {
-        let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
-        let Some(lock) = RefreshLock::try_acquire(&self.store, slot.lock_key.clone(), ttl).await?
-        else {
-            return Ok(None);
-        };
-        let result = self.refresh_locked(slot, fetch).await;
-        lock.release(&self.store).await;
-        result.map(Some)
-    }
-
-    async fn refresh_locked<F, Fut>(&self, slot: &Slot, fetch: &F) -> Result<Record, CacheError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<Fetched, CacheError>>,
-    {
-        // The previous holder may have finished between our read and our lock.
-        let current = self.read(&slot.key).await?;
-        if let Some(record) = current.as_ref().filter(|r| !r.is_due_for_renewal(now_ms())) {
-            return Ok(record.clone());
-        }
-        let fetched = fetch().await?;
-        let record = Record::from_fetched(fetched, current.as_ref(), now_ms(), &self.settings);
-        self.store.put_record(&slot.key, &record).await?;
-        log::info!(
-            "refreshed {} (usable for {} s)",
-            slot.key,
-            record.ttl_ms(now_ms()) / 1000
-        );
-        Ok(record)
-    }
-
-    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let raw = self.store.get(key).await?;
-        Ok(raw.and_then(|raw| {
-            let record = Record::from_json(&raw);
-            if record.is_none() {
-                log::warn!("ignoring an unreadable value at {key}");
-            }
-            record
-        }))
-    }
-
-    fn local_mutex(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key.to_string()).or_default().clone()
     }
 }
 
+/// Whether `record` may be handed out: usable, and not the value WeChat rejected.
+fn acceptable(record: &Record, rejected: Option<&str>) -> bool {
+    record.is_usable(now_ms()) && Some(record.value.as_str()) != rejected
+}
+
 /// The keys of one credential of one app.
+#[derive(Clone)]
 struct Slot {
     credential: Credential,
     key: String,

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::configuration::CacheSettings;
 use crate::wechat::Fetched;
 
+/// How long a record outlives its usable life in the store: longer than WeChat's
+/// safety margin, so it covers the rest of the value's real life.
+const KEEP_AFTER_EXPIRY_MS: u64 = 15 * 60 * 1000;
+
 /// A token or ticket as stored, with its deadlines as Unix milliseconds. The deadlines
 /// travel inside the value so that one read gives both: a TTL read separately could
 /// lapse between the two reads.
@@ -23,34 +27,31 @@ impl Record {
     /// When WeChat hands out the value we already had (the stable token near the end of
     /// its life, or a ticket re-issued with a fresh `expires_in`), its real age is
     /// unknown, so the earlier expiry stands and the next renewal attempt comes halfway
-    /// to it.
+    /// to it. `None` when that earlier expiry has already passed: the value must not be
+    /// used, whatever `expires_in` now says.
     pub fn from_fetched(
         fetched: Fetched,
         previous: Option<&Record>,
         now: u64,
         settings: &CacheSettings,
-    ) -> Self {
+    ) -> Option<Self> {
         let life = fetched.expires_in.saturating_mul(1000);
         let margin = (settings.safety_margin_secs * 1000).min(life / 5);
         let expires_at = now + life - margin;
-        match previous.filter(|p| p.value == fetched.value) {
-            Some(previous) => {
-                let expires_at = expires_at.min(previous.expires_at);
-                Record {
-                    value: fetched.value,
-                    renew_at: now + expires_at.saturating_sub(now) / 2,
-                    expires_at,
-                }
-            }
-            None => {
-                let ahead = (settings.refresh_ahead_secs * 1000).min((expires_at - now) / 4);
-                Record {
-                    value: fetched.value,
-                    renew_at: expires_at - ahead,
-                    expires_at,
-                }
-            }
+        if let Some(previous) = previous.filter(|p| p.value == fetched.value) {
+            let expires_at = expires_at.min(previous.expires_at);
+            return (expires_at > now).then(|| Record {
+                value: fetched.value,
+                renew_at: now + (expires_at - now) / 2,
+                expires_at,
+            });
         }
+        let ahead = (settings.refresh_ahead_secs * 1000).min((expires_at - now) / 2);
+        Some(Record {
+            value: fetched.value,
+            renew_at: expires_at - ahead,
+            expires_at,
+        })
     }
 
     pub fn is_usable(&self, now: u64) -> bool {
@@ -61,9 +62,15 @@ impl Record {
         now >= self.renew_at
     }
 
-    /// Milliseconds the store should keep the record: until it is no longer usable.
+    /// Milliseconds until the record is no longer usable.
     pub fn ttl_ms(&self, now: u64) -> u64 {
         self.expires_at.saturating_sub(now).max(1)
+    }
+
+    /// Milliseconds the store keeps the record: past its usable life, so that a value
+    /// WeChat hands out again can still be recognised (see [`Record::from_fetched`]).
+    pub fn store_ttl_ms(&self, now: u64) -> u64 {
+        self.ttl_ms(now) + KEEP_AFTER_EXPIRY_MS
     }
 
     pub fn to_json(&self) -> String {
@@ -93,51 +100,69 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// The shipped defaults: 60 s margin, renewal 900 s ahead.
     fn settings() -> CacheSettings {
         CacheSettings {
-            safety_margin_secs: 300,
-            refresh_ahead_secs: 300,
-            lock_ttl_ms: 10_000,
+            safety_margin_secs: 60,
+            refresh_ahead_secs: 900,
+            lock_ttl_ms: 5_000,
             lock_wait_ms: 5_000,
+            local_recheck_ms: 1_000,
         }
     }
 
-    fn fetched(value: &str, expires_in: u64) -> Fetched {
-        Fetched {
+    fn record(value: &str, expires_in: u64, previous: Option<&Record>, now: u64) -> Option<Record> {
+        let fetched = Fetched {
             value: value.into(),
             expires_in,
-        }
+        };
+        Record::from_fetched(fetched, previous, now, &settings())
     }
 
     #[test]
     fn full_window_keeps_margin_and_renews_ahead() {
-        let r = Record::from_fetched(fetched("T", 7200), None, 0, &settings());
-        assert_eq!(r.expires_at, 6_900_000);
-        assert_eq!(r.renew_at, 6_600_000);
+        let r = record("T", 7200, None, 0).unwrap();
+        assert_eq!((r.renew_at, r.expires_at), (6_240_000, 7_140_000));
     }
 
     #[test]
     fn short_windows_scale_margins_down() {
-        let r = Record::from_fetched(fetched("T", 10), None, 0, &settings());
-        assert_eq!(r.expires_at, 8_000);
-        assert_eq!(r.renew_at, 6_000);
+        let r = record("T", 10, None, 0).unwrap();
+        assert_eq!((r.renew_at, r.expires_at), (4_000, 8_000));
     }
 
     #[test]
     fn a_reissued_value_keeps_its_first_expiry() {
-        let first = Record::from_fetched(fetched("T", 7200), None, 0, &settings());
-        let again = Record::from_fetched(fetched("T", 7200), Some(&first), 6_600_000, &settings());
+        let first = record("T", 7200, None, 0).unwrap();
+        let again = record("T", 7200, Some(&first), 6_240_000).unwrap();
         assert_eq!(again.expires_at, first.expires_at);
-        assert_eq!(again.renew_at, 6_750_000);
+        assert_eq!(
+            again.renew_at, 6_690_000,
+            "next attempt halfway to the expiry"
+        );
         assert!(again.supersedes(&first));
-        let other = Record::from_fetched(fetched("U", 7200), Some(&first), 6_600_000, &settings());
-        assert_eq!(other.expires_at, 6_600_000 + 6_900_000);
+        let other = record("U", 7200, Some(&first), 6_240_000).unwrap();
+        assert_eq!(other.expires_at, 6_240_000 + 7_140_000);
+    }
+
+    #[test]
+    fn a_value_reissued_after_its_expiry_is_refused() {
+        let first = record("T", 7200, None, 0).unwrap();
+        assert_eq!(record("T", 7200, Some(&first), first.expires_at), None);
+        assert!(record("U", 7200, Some(&first), first.expires_at).is_some());
+    }
+
+    #[test]
+    fn the_store_keeps_a_record_past_its_usable_life() {
+        let r = record("T", 7200, None, 0).unwrap();
+        assert_eq!(r.ttl_ms(0), 7_140_000);
+        assert!(r.store_ttl_ms(0) > 7_200_000);
     }
 
     #[test]
     fn older_records_never_supersede_newer_ones() {
-        let old = Record::from_fetched(fetched("A", 7200), None, 0, &settings());
-        let new = Record::from_fetched(fetched("B", 7200), None, 1_000, &settings());
+        let old = record("A", 7200, None, 0).unwrap();
+        let new = record("B", 7200, None, 1_000).unwrap();
         assert!(new.supersedes(&old));
         assert!(!old.supersedes(&new));
         assert!(!new.supersedes(&new));

@@ -38,6 +38,14 @@ end
 return 0
 "#;
 
+/// Compare-and-expire: extends a lock only if it is still ours.
+const EXTEND_IF_EQUALS: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
 const INCR_WITH_TTL: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then
@@ -51,6 +59,7 @@ pub struct RedisStore {
     timeout: Duration,
     put_record: Script,
     delete_if_equals: Script,
+    extend_if_equals: Script,
     incr_with_ttl: Script,
 }
 
@@ -75,6 +84,7 @@ impl RedisStore {
             timeout,
             put_record: Script::new(PUT_RECORD),
             delete_if_equals: Script::new(DELETE_IF_EQUALS),
+            extend_if_equals: Script::new(EXTEND_IF_EQUALS),
             incr_with_ttl: Script::new(INCR_WITH_TTL),
         })
     }
@@ -104,7 +114,7 @@ impl RedisStore {
     }
 
     pub async fn put_record(&self, key: &str, record: &Record) -> Result<bool, StoreError> {
-        let ttl = record.ttl_ms(now_ms());
+        let ttl = record.store_ttl_ms(now_ms());
         let json = record.to_json();
         let written: i64 = self
             .run(|mut c| async move {
@@ -149,6 +159,26 @@ impl RedisStore {
             })
             .await?;
         Ok(deleted == 1)
+    }
+
+    pub async fn extend_if_equals(
+        &self,
+        key: &str,
+        expected: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl = ttl.as_millis().max(1) as u64;
+        let extended: i64 = self
+            .run(|mut c| async move {
+                self.extend_if_equals
+                    .key(key)
+                    .arg(expected)
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(extended == 1)
     }
 
     pub async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> Result<u64, StoreError> {

@@ -10,7 +10,7 @@ use super::memory::MemoryStore;
 use super::record::Record;
 use super::redis::RedisStore;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
     Redis(String),
@@ -55,6 +55,19 @@ impl Store {
         match self {
             Self::Redis(s) => s.delete_if_equals(key, expected).await,
             Self::Memory(s) => Ok(s.delete_if_equals(key, expected)),
+        }
+    }
+
+    /// Resets the TTL of `key` only if it still holds `expected`; true when it did.
+    pub async fn extend_if_equals(
+        &self,
+        key: &str,
+        expected: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Redis(s) => s.extend_if_equals(key, expected, ttl).await,
+            Self::Memory(s) => Ok(s.extend_if_equals(key, expected, ttl)),
         }
     }
 

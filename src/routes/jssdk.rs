@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, SelectedApp};
+use crate::cache::Context;
 use crate::error::ApiError;
 use crate::wechat::signature::{nonce, page_url, sign_url};
 use crate::wechat::WechatClient;
@@ -37,7 +38,11 @@ pub async fn config(
 ) -> Result<HttpResponse, ApiError> {
     let raw = requested_url(&req, payload).await?;
     let url = page_url(&raw)?;
-    let ticket = state.cache.jsapi_ticket(&app.0, &wechat).await?;
+    let ctx = Context {
+        app: app.0.clone(),
+        wechat: wechat.into_inner(),
+    };
+    let ticket = state.cache.jsapi_ticket(&ctx).await?;
     let timestamp = crate::cache::now_ms() / 1000;
     let nonce_str = nonce();
     let signature = sign_url(&ticket.value, &nonce_str, timestamp, url);

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 /// Shared by every worker.
 pub struct AppState {
     pub apps: Apps,
-    pub cache: CredentialCache,
+    pub cache: Arc<CredentialCache>,
 }
 
 /// The configured apps, by name.

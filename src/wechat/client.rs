@@ -39,6 +39,8 @@ pub enum WechatError {
     IpNotWhitelisted,
     #[error("WeChat answered errcode {code}: {message}")]
     Api { code: i64, message: String },
+    #[error("WeChat handed out the value it had issued before, too close to its expiry to use; asking again later")]
+    StaleValue,
     #[error("WeChat did not answer within {0} ms")]
     Timeout(u64),
     #[error("WeChat could not be reached: {0}")]
@@ -48,6 +50,14 @@ pub enum WechatError {
 }
 
 impl WechatError {
+    /// Failures that say nothing about the request itself and may pass on a retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Busy | Self::Timeout(_) | Self::Transport(_) | Self::StaleValue
+        )
+    }
+
     fn from_errcode(code: i64, message: String) -> Self {
         match code {
             40001 | 40014 | 42001 => Self::InvalidCredential(code),
@@ -98,10 +108,15 @@ struct StableTokenRequest<'a> {
     force_refresh: bool,
 }
 
+/// The first pause before a retry; it doubles with each attempt, plus up to as much
+/// again of random jitter, so that instances retrying together spread out.
+const RETRY_BASE: Duration = Duration::from_millis(100);
+
 pub struct WechatClient {
     http: awc::Client,
     api_base: String,
     timeout: Duration,
+    retries: u32,
 }
 
 impl WechatClient {
@@ -115,12 +130,23 @@ impl WechatClient {
             http,
             api_base: settings.api_base.trim_end_matches('/').to_string(),
             timeout,
+            retries: settings.retries,
         }
     }
 
     /// Fetches an access token. In stable mode `force_refresh` mints a new one
     /// (WeChat allows that 20 times a day, 30 s apart); in classic mode every call does.
     pub async fn access_token(
+        &self,
+        app: &AppSettings,
+        mode: TokenMode,
+        force_refresh: bool,
+    ) -> Result<Fetched, WechatError> {
+        self.with_retries(|| self.access_token_once(app, mode, force_refresh))
+            .await
+    }
+
+    async fn access_token_once(
         &self,
         app: &AppSettings,
         mode: TokenMode,
@@ -154,12 +180,43 @@ impl WechatClient {
 
     /// Fetches the JS-SDK ticket (`type=jsapi`) with a valid access token.
     pub async fn jsapi_ticket(&self, access_token: &str) -> Result<Fetched, WechatError> {
+        self.with_retries(|| self.jsapi_ticket_once(access_token))
+            .await
+    }
+
+    async fn jsapi_ticket_once(&self, access_token: &str) -> Result<Fetched, WechatError> {
         let url = format!("{}/cgi-bin/ticket/getticket", self.api_base);
         let query = [("access_token", access_token), ("type", "jsapi")];
         let request = self.http.get(url).query(&query).map_err(decode_error)?;
         let answer = self.read(request.send()).await?;
         let ticket = answer.ticket.clone();
         answer.into_fetched(ticket)
+    }
+
+    /// Runs `call`, retrying transient failures up to `retries` times with exponential
+    /// backoff and jitter. Errors WeChat means (bad secret, quota, rejected token) are
+    /// returned at once: repeating the call cannot change them and would burn quota.
+    async fn with_retries<F, Fut>(&self, call: F) -> Result<Fetched, WechatError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Fetched, WechatError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(e) if e.is_transient() && attempt < self.retries => {
+                    let backoff = RETRY_BASE * 2u32.pow(attempt);
+                    let jitter = backoff.mul_f64(rand::random::<f64>());
+                    log::warn!(
+                        "WeChat call failed ({e}); retrying in {} ms",
+                        (backoff + jitter).as_millis()
+                    );
+                    tokio::time::sleep(backoff + jitter).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Sends a request and decodes WeChat's JSON answer. Transport errors are

@@ -1,11 +1,15 @@
 //! The shared cache across instances: one upstream call per window, the refresh lock,
-//! recovery from rejected tokens, and Redis failures.
+//! recovery from rejected tokens, renewal, and Redis failures.
+//!
+//! Each instance keeps an in-memory copy, so a test that changes what Redis holds
+//! observes the effect through a fresh instance (empty memory), or by waiting for the
+//! instance's next check of the store.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::AsyncCommands;
-use wx_jssdk::cache::{now_ms, Record};
+use wx_jssdk::cache::Record;
 use wx_jssdk::configuration::TokenMode;
 use wx_jssdk::sandbox::Endpoint;
 
@@ -21,17 +25,34 @@ async fn stored(app: &TestApp, name: &str) -> Option<Record> {
 }
 
 async fn store(app: &TestApp, name: &str, record: &Record) {
+    let json = serde_json::to_string(record).unwrap();
     let _: () = app
         .redis()
         .connection()
         .await
-        .set(key(name), serde_json::to_string(record).unwrap())
+        .set(key(name), json)
         .await
         .unwrap();
 }
 
 async fn delete(app: &TestApp, name: &str) {
     let _: () = app.redis().connection().await.del(key(name)).await.unwrap();
+}
+
+/// Signs until `done` holds, checking every answer; fails after `limit`.
+async fn sign_until(app: &TestApp, limit: Duration, done: impl Fn(&TestApp) -> bool) -> usize {
+    let deadline = Instant::now() + limit;
+    let mut signed = 0;
+    while !done(app) {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        app.sign_and_check("https://page.example.com/steady").await;
+        signed += 1;
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    signed
 }
 
 #[actix_web::test]
@@ -58,6 +79,18 @@ async fn instances_on_one_redis_sign_with_the_same_ticket() {
         .await
         .expect("the ticket is in redis");
     assert_eq!(Some(record.value), first.sandbox.current_ticket(APPID));
+}
+
+#[actix_web::test]
+async fn a_warm_instance_signs_without_redis() {
+    let app = spawn_app().await;
+    app.sign_and_check("https://page.example.com/").await;
+    app.redis().kill();
+    for _ in 0..20 {
+        app.sign_and_check("https://page.example.com/").await;
+    }
+    let ready = app.get("/readyz").await;
+    assert_eq!(error_code(ready, 503).await, "unavailable");
 }
 
 #[actix_web::test]
@@ -99,15 +132,23 @@ async fn waiting_longer_than_lock_wait_answers_503_with_retry_after() {
     assert_eq!(app.sandbox.calls().getticket, 0);
 }
 
+/// Warms `app`, then makes WeChat reject its token and ends the ticket's window, so
+/// that the next ticket fetch (by a fresh instance) meets a 40001.
+async fn reject_the_token(app: &TestApp) {
+    app.sandbox.revoke_tokens(APPID);
+    delete(app, "jsapi_ticket").await;
+}
+
 #[actix_web::test]
 async fn a_rejected_stable_token_is_force_refreshed_once_and_then_spaced() {
     let app = spawn_app().await;
     app.sign_and_check("https://page.example.com/").await;
     let old_token = stored(&app, "access_token").await.unwrap();
 
-    app.sandbox.revoke_tokens(APPID);
-    delete(&app, "jsapi_ticket").await; // the ticket's window ends
-    app.sign_and_check("https://page.example.com/").await;
+    reject_the_token(&app).await;
+    app.spawn_instance()
+        .sign_and_check("https://page.example.com/")
+        .await;
     let calls = app.sandbox.calls();
     assert_eq!(
         (calls.stable_token_force, calls.getticket),
@@ -120,9 +161,10 @@ async fn a_rejected_stable_token_is_force_refreshed_once_and_then_spaced() {
     );
 
     // A second rejection within 30 s may not force again (WeChat allows one per 30 s).
-    app.sandbox.revoke_tokens(APPID);
-    delete(&app, "jsapi_ticket").await;
-    app.sign_and_check("https://page.example.com/").await;
+    reject_the_token(&app).await;
+    app.spawn_instance()
+        .sign_and_check("https://page.example.com/")
+        .await;
     let calls = app.sandbox.calls();
     assert_eq!(
         (calls.stable_token_force, calls.stable_token),
@@ -139,9 +181,10 @@ async fn a_rejected_classic_token_is_replaced_once() {
     })
     .await;
     app.sign_and_check("https://page.example.com/").await;
-    app.sandbox.revoke_tokens(APPID);
-    delete(&app, "jsapi_ticket").await;
-    app.sign_and_check("https://page.example.com/").await;
+    reject_the_token(&app).await;
+    app.spawn_instance()
+        .sign_and_check("https://page.example.com/")
+        .await;
     let calls = app.sandbox.calls();
     assert_eq!(
         (calls.token, calls.stable_token, calls.getticket),
@@ -155,7 +198,7 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
     let app = spawn_app().await;
     app.sign_and_check("https://page.example.com/").await;
     let current = stored(&app, "access_token").await.unwrap();
-    // This instance's ticket refresh will use a token WeChat no longer knows...
+    // A fresh instance's ticket refresh will use a token WeChat no longer knows...
     let stale = Record {
         value: "an-older-token".into(),
         ..current.clone()
@@ -163,10 +206,11 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
     store(&app, "access_token", &stale).await;
     delete(&app, "jsapi_ticket").await;
     app.sandbox.inject(fault(Endpoint::GetTicket, None, 300));
+    let fresh = app.spawn_instance();
     let signing = actix_web::rt::spawn({
         let (client, url) = (
-            app.client.clone(),
-            format!("{}/wxJssdk/getJssdk", app.address),
+            fresh.client.clone(),
+            format!("{}/wxJssdk/getJssdk", fresh.address),
         );
         async move {
             client
@@ -196,65 +240,104 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
 }
 
 #[actix_web::test]
-async fn a_value_due_for_renewal_is_renewed_while_still_served() {
+async fn values_roll_over_with_one_call_per_window_and_no_error() {
     let app = spawn_app().await;
-    app.sign_and_check("https://page.example.com/").await;
-    let mut due = stored(&app, "jsapi_ticket").await.unwrap();
-    due.renew_at = now_ms() - 1;
-    store(&app, "jsapi_ticket", &due).await;
+    let second = app.spawn_instance();
+    app.sandbox.set_expires_in(4); // usable 3.2 s, renewed after 1.6 s
+    let started = Instant::now();
+    // Steady load on both instances across three renewals.
+    let renewed_three_times = |a: &TestApp| a.sandbox.calls().getticket >= 4;
+    let limit = Duration::from_secs(20);
+    let (a, b) = tokio::join!(
+        sign_until(&app, limit, renewed_three_times),
+        sign_until(&second, limit, renewed_three_times)
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = app.sandbox.calls();
+    assert!(
+        a > 10 && b > 10,
+        "steady load on both instances ({a}, {b} signatures)"
+    );
+    // One renewal per 1.6 s at most, deployment-wide.
+    let most = (elapsed / 1.6).ceil() as u64 + 1;
+    assert!(
+        calls.getticket <= most && calls.stable_token <= most,
+        "{calls:?} in {elapsed:.1} s"
+    );
+}
 
-    // A failing renewal keeps the current ticket in service.
-    app.sandbox.inject(fault(Endpoint::GetTicket, Some(-1), 0));
+#[actix_web::test]
+async fn a_failing_renewal_keeps_the_current_ticket_in_service() {
+    let app = spawn_app().await;
+    app.sandbox.set_expires_in(4);
     app.sign_and_check("https://page.example.com/").await;
-    assert_eq!(stored(&app, "jsapi_ticket").await.unwrap().value, due.value);
-
-    app.sign_and_check("https://page.example.com/").await;
-    let renewed = stored(&app, "jsapi_ticket").await.unwrap();
-    assert_ne!(renewed.value, due.value);
-    assert!(renewed.renew_at > now_ms());
-    assert_eq!(app.sandbox.calls().getticket, 3);
+    let first = stored(&app, "jsapi_ticket").await.unwrap();
+    // The first renewal attempt fails, with its retries.
+    let mut busy = fault(Endpoint::GetTicket, Some(-1), 0);
+    busy.times = 3;
+    app.sandbox.inject(busy);
+    sign_until(&app, Duration::from_secs(10), |a| {
+        a.sandbox.calls().getticket >= 5
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored(&app, "jsapi_ticket").await.map(|r| r.value) == Some(first.value.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed ticket was not stored"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[actix_web::test]
 async fn a_ticket_reissued_unchanged_keeps_its_first_expiry() {
     let app = spawn_app().await;
+    app.sandbox.set_expires_in(4);
     app.sandbox.set_reuse_ticket(true);
     app.sign_and_check("https://page.example.com/").await;
-    let mut due = stored(&app, "jsapi_ticket").await.unwrap();
-    due.renew_at = now_ms() - 1;
-    store(&app, "jsapi_ticket", &due).await;
-    app.sign_and_check("https://page.example.com/").await;
-    assert_eq!(app.sandbox.calls().getticket, 2);
-    let after = stored(&app, "jsapi_ticket").await.unwrap();
+    let first = stored(&app, "jsapi_ticket").await.unwrap();
+    sign_until(&app, Duration::from_secs(10), |a| {
+        a.sandbox.calls().getticket >= 2
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let renewed = loop {
+        let now = stored(&app, "jsapi_ticket").await.unwrap();
+        if now.renew_at != first.renew_at {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the re-issued ticket was not recorded"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(renewed.value, first.value);
     assert_eq!(
-        (after.value.as_str(), after.expires_at),
-        (due.value.as_str(), due.expires_at)
-    );
-    assert!(
-        after.renew_at > now_ms(),
-        "the next attempt is scheduled, not immediate"
+        renewed.expires_at, first.expires_at,
+        "WeChat's fresh expires_in is not trusted"
     );
 }
 
 #[actix_web::test]
-async fn redis_down_is_a_503_and_service_resumes_when_it_is_back() {
+async fn redis_down_is_a_503_for_cold_instances_and_service_resumes_when_it_is_back() {
     let app = spawn_app().await;
-    app.sign_and_check("https://page.example.com/").await;
     app.redis().kill();
     let response = app.sign("https://page.example.com/").await;
     assert_eq!(error_code(response, 503).await, "unavailable");
-    let ready = app.get("/readyz").await;
-    assert_eq!(error_code(ready, 503).await, "unavailable");
-    let alive = app.get("/healthz").await;
-    assert_eq!(alive.status(), 200);
+    assert_eq!(
+        error_code(app.get("/readyz").await, 503).await,
+        "unavailable"
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
 
     app.redis().restart();
-    // The pool reconnects by itself; the restarted Redis is empty, so the next
-    // signature refetches.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The pool reconnects by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let response = app.sign("https://page.example.com/").await;
-        if response.status() == 200 || std::time::Instant::now() > deadline {
+        if response.status() == 200 || Instant::now() > deadline {
             assert_eq!(
                 response.status(),
                 200,
@@ -264,6 +347,5 @@ async fn redis_down_is_a_503_and_service_resumes_when_it_is_back() {
         }
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let ready = app.get("/readyz").await;
-    assert_eq!(ready.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
 }

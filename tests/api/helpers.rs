@@ -19,6 +19,8 @@ use wx_jssdk::wechat::signature::sign_url;
 pub const APPID: &str = "wxtest0000000000001";
 pub const SECRET: &str = "test-app-secret-do-not-leak";
 pub const SERVER_TOKEN: &str = "test-server-token";
+/// The service's bound on one WeChat call in tests.
+pub const WECHAT_TIMEOUT_MS: u64 = 1000;
 
 /// A `redis-server` of our own, killed when dropped.
 pub struct TestRedis {
@@ -117,10 +119,11 @@ impl Default for Options {
         Self {
             token_mode: TokenMode::Stable,
             cache: CacheSettings {
-                safety_margin_secs: 300,
-                refresh_ahead_secs: 300,
-                lock_ttl_ms: 10_000,
+                safety_margin_secs: 60,
+                refresh_ahead_secs: 900,
+                lock_ttl_ms: 5_000,
                 lock_wait_ms: 5_000,
+                local_recheck_ms: 1_000,
             },
             with_redis: true,
             extra_apps: Vec::new(),
@@ -194,7 +197,8 @@ fn settings(options: &Options, redis: Option<&TestRedis>, api_base: &str) -> Set
         wechat: WechatSettings {
             api_base: api_base.to_string(),
             token_mode: options.token_mode,
-            timeout_ms: 2000,
+            timeout_ms: WECHAT_TIMEOUT_MS,
+            retries: 2,
         },
         cache: options.cache.clone(),
         apps,
@@ -248,18 +252,17 @@ impl TestApp {
         body
     }
 
-    /// Whether the config's signature is the one made with the sandbox's current ticket.
+    /// Whether the config's signature was made with one of the sandbox's valid tickets.
     pub fn signed_with_a_valid_ticket(&self, config: &serde_json::Value) -> bool {
-        let Some(ticket) = self.sandbox.current_ticket(APPID) else {
-            return false;
-        };
-        let expected = sign_url(
-            &ticket,
-            config["nonceStr"].as_str().unwrap_or_default(),
-            config["timestamp"].as_u64().unwrap_or_default(),
-            config["url"].as_str().unwrap_or_default(),
-        );
-        self.sandbox.is_valid_ticket(APPID, &ticket) && config["signature"] == expected.as_str()
+        self.sandbox.valid_tickets(APPID).iter().any(|ticket| {
+            let expected = sign_url(
+                ticket,
+                config["nonceStr"].as_str().unwrap_or_default(),
+                config["timestamp"].as_u64().unwrap_or_default(),
+                config["url"].as_str().unwrap_or_default(),
+            );
+            config["signature"] == expected.as_str()
+        })
     }
 }
 

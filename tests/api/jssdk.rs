@@ -1,6 +1,8 @@
 //! `wx.config` signing: inputs, answers and errors.
 
-use crate::helpers::{error_code, fault, spawn_app, spawn_app_with, Options, APPID, SECRET};
+use crate::helpers::{
+    error_code, fault, spawn_app, spawn_app_with, Options, APPID, SECRET, WECHAT_TIMEOUT_MS,
+};
 use wx_jssdk::sandbox::Endpoint;
 
 #[actix_web::test]
@@ -169,9 +171,10 @@ async fn wechat_refusing_the_credentials_is_a_502_that_names_the_cause() {
 #[actix_web::test]
 async fn wechat_timing_out_is_a_503_with_retry_after() {
     let app = spawn_app().await;
-    // The service's WeChat timeout in tests is 2 s.
-    app.sandbox
-        .inject(fault(Endpoint::StableToken, None, 3_000));
+    // Every attempt (the first and both retries) outlasts the service's timeout.
+    let mut slow = fault(Endpoint::StableToken, None, WECHAT_TIMEOUT_MS + 500);
+    slow.times = 3;
+    app.sandbox.inject(slow);
     let response = app.sign("https://page.example.com/").await;
     assert_eq!(
         response
@@ -181,6 +184,26 @@ async fn wechat_timing_out_is_a_503_with_retry_after() {
         Some("1")
     );
     assert_eq!(error_code(response, 503).await, "unavailable");
+}
+
+#[actix_web::test]
+async fn passing_wechat_failures_are_retried() {
+    let app = spawn_app().await;
+    app.sandbox.inject(fault(Endpoint::GetTicket, Some(-1), 0));
+    app.sandbox
+        .inject(fault(Endpoint::GetTicket, None, WECHAT_TIMEOUT_MS + 500));
+    app.sign_and_check("https://page.example.com/").await;
+    assert_eq!(app.sandbox.calls().getticket, 3);
+}
+
+#[actix_web::test]
+async fn errors_wechat_means_are_not_retried() {
+    let app = spawn_app().await;
+    app.sandbox
+        .inject(fault(Endpoint::GetTicket, Some(45009), 0));
+    let response = app.sign("https://page.example.com/").await;
+    assert_eq!(error_code(response, 502).await, "upstream_error");
+    assert_eq!(app.sandbox.calls().getticket, 1);
 }
 
 #[actix_web::test]

@@ -49,7 +49,18 @@ async fn nothing_secret_is_logged_at_debug_level() {
     )
     .await
     .unwrap();
-    assert_eq!(sign().await.unwrap().status(), 200);
+    // The binary keeps signing with its copy; its next check of the store (within
+    // local_recheck_ms) finds the ticket gone and renews it through the 40001 path.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env.sandbox.calls().stable_token_force < 1 || env.sandbox.calls().getticket < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 40001 path did not run: {:?}",
+            env.sandbox.calls()
+        );
+        assert_eq!(sign().await.unwrap().status(), 200);
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     binary.stop();
 
     let printed = std::fs::read_to_string(logs.path()).unwrap();

@@ -61,16 +61,39 @@ async fn check_semantics(store: &Store) {
         2
     );
 
-    let short = record("short", now + 50, now + 100);
-    assert!(store.put_record("short", &short).await.unwrap());
+    // A lock extended by its holder outlives its first TTL; an abandoned one expires.
+    assert!(store
+        .set_nx("held", "h", Duration::from_millis(300))
+        .await
+        .unwrap());
+    assert!(!store
+        .extend_if_equals("held", "intruder", Duration::from_secs(10))
+        .await
+        .unwrap());
+    assert!(store
+        .extend_if_equals("held", "h", Duration::from_secs(10))
+        .await
+        .unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while store.get("short").await.unwrap().is_some() {
+    while !store
+        .set_nx("lock", "c", Duration::from_secs(10))
+        .await
+        .unwrap()
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "a record must vanish when it expires"
+            "an abandoned lock must expire"
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !store
+            .set_nx("held", "x", Duration::from_secs(1))
+            .await
+            .unwrap(),
+        "the extended lock is still held"
+    );
 }
 
 #[actix_web::test]
