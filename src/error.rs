@@ -4,6 +4,10 @@
 //! Messages are written for the page author or operator reading them and never carry
 //! a secret, token or ticket: WeChat and store failures are described by kind.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -11,6 +15,32 @@ use serde::Serialize;
 use crate::cache::CacheError;
 use crate::wechat::signature::PageUrlError;
 use crate::wechat::WechatError;
+
+/// A failing dependency fails every request: its errors are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs `message` unless an error with the same code was logged less than
+/// [`LOG_EVERY`] ago; the next line says how many were left out meanwhile.
+fn log_throttled(code: &'static str, message: impl FnOnce() -> String) {
+    static LAST: Mutex<Option<HashMap<&'static str, (Instant, u64)>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let logged = last.get_or_insert_with(HashMap::new);
+    match logged.get_mut(code) {
+        Some((at, left_out)) if at.elapsed() < LOG_EVERY => *left_out += 1,
+        Some((at, left_out)) => {
+            let since = at.elapsed().as_secs();
+            log::warn!(
+                "{} ({left_out} more like it in the last {since} s)",
+                message()
+            );
+            (*at, *left_out) = (Instant::now(), 0);
+        }
+        None => {
+            log::warn!("{}", message());
+            logged.insert(code, (Instant::now(), 0));
+        }
+    }
+}
 
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "1";
@@ -108,7 +138,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            log::warn!("{} {}: {self}", status.as_u16(), self.code());
+            log_throttled(self.code(), || {
+                format!("{} {}: {self}", status.as_u16(), self.code())
+            });
         }
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CACHE_CONTROL, "no-store"));
