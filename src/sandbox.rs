@@ -512,6 +512,14 @@ impl Sandbox {
         );
         let s = self.clone();
         cfg.route(
+            "/sandbox/faults",
+            web::delete().to(move || {
+                s.clear_faults();
+                async { HttpResponse::NoContent().finish() }
+            }),
+        );
+        let s = self.clone();
+        cfg.route(
             "/sandbox/settings",
             web::post().to(move |body: web::Bytes| s.clone().control_settings(body)),
         );
@@ -548,6 +556,11 @@ impl Sandbox {
 
     pub fn reset_calls(&self) {
         self.lock().calls = CallCounts::default();
+    }
+
+    /// Removes every queued fault: WeChat is healthy again.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
     }
 
     /// Queues a fault; faults apply in the order they were injected.

@@ -181,13 +181,30 @@ impl CredentialCache {
             }
             return Ok(copy.record);
         }
-        let mut outcome = self.start_job(ctx, &slot, rejected);
+        let outcome = self.wait_for_job(ctx, &slot, rejected).await;
+        match (&outcome, rejected) {
+            // We joined a job that started before the rejection and renewed nothing:
+            // run one that knows.
+            (Ok(record), Some(rejected)) if record.value == rejected => {
+                self.wait_for_job(ctx, &slot, Some(rejected)).await
+            }
+            _ => outcome,
+        }
+    }
+
+    async fn wait_for_job(
+        self: &Arc<Self>,
+        ctx: &Context,
+        slot: &Slot,
+        rejected: Option<&str>,
+    ) -> Outcome {
+        let mut outcome = self.start_job(ctx, slot, rejected);
         let wait = Duration::from_millis(self.settings.lock_wait_ms);
         let finished = tokio::time::timeout(wait, outcome.wait_for(Option::is_some))
             .await
             .ok()
             .and_then(|done| done.ok().and_then(|d| d.clone()));
-        finished.unwrap_or(Err(CacheError::LockWaitTimeout(credential.name())))
+        finished.unwrap_or(Err(CacheError::LockWaitTimeout(slot.credential.name())))
     }
 
     /// Joins the value's running job, or starts one on this worker.

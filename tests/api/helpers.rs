@@ -146,11 +146,17 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let redis = options.with_redis.then(|| Arc::new(TestRedis::start()));
+    let (sandbox, sandbox_url) = start_sandbox();
+    start(sandbox, sandbox_url, redis, Arc::new(options))
+}
+
+/// The sandbox WeChat API on a free port, served by this test's runtime.
+pub fn start_sandbox() -> (Sandbox, String) {
     let sandbox = Sandbox::new(SandboxConfig::default());
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sandbox");
     let sandbox_url = format!("http://{}", listener.local_addr().expect("sandbox address"));
     actix_web::rt::spawn(sandbox.serve(listener).expect("start the sandbox"));
-    start(sandbox, sandbox_url, redis, Arc::new(options))
+    (sandbox, sandbox_url)
 }
 
 fn start(
@@ -254,16 +260,22 @@ impl TestApp {
 
     /// Whether the config's signature was made with one of the sandbox's valid tickets.
     pub fn signed_with_a_valid_ticket(&self, config: &serde_json::Value) -> bool {
-        self.sandbox.valid_tickets(APPID).iter().any(|ticket| {
-            let expected = sign_url(
-                ticket,
-                config["nonceStr"].as_str().unwrap_or_default(),
-                config["timestamp"].as_u64().unwrap_or_default(),
-                config["url"].as_str().unwrap_or_default(),
-            );
-            config["signature"] == expected.as_str()
-        })
+        signed_with_a_valid_ticket(&self.sandbox, config)
     }
+}
+
+/// Whether a `wx.config` answer's signature was made with one of the sandbox's valid
+/// tickets, as WeChat would check it.
+pub fn signed_with_a_valid_ticket(sandbox: &Sandbox, config: &serde_json::Value) -> bool {
+    sandbox.valid_tickets(APPID).iter().any(|ticket| {
+        let expected = sign_url(
+            ticket,
+            config["nonceStr"].as_str().unwrap_or_default(),
+            config["timestamp"].as_u64().unwrap_or_default(),
+            config["url"].as_str().unwrap_or_default(),
+        );
+        config["signature"] == expected.as_str()
+    })
 }
 
 /// A fault the sandbox applies to the next call of `endpoint`.

@@ -2,7 +2,9 @@
 
 mod cache;
 mod config;
+mod deployment;
 mod dev;
+mod faults;
 mod helpers;
 mod jssdk;
 mod logs;

@@ -1,0 +1,127 @@
+//! A deployment of real `wx-jssdk` processes: a private Redis, the sandbox WeChat API
+//! and several instances started from the built binary, each logging to its own file.
+//! For the fault tests, which kill and restart its pieces.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tempfile::NamedTempFile;
+use wx_jssdk::sandbox::Sandbox;
+
+use crate::helpers::{
+    signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis, APPID, SECRET,
+    SERVER_TOKEN,
+};
+
+pub struct Deployment {
+    pub redis: Arc<TestRedis>,
+    pub sandbox: Sandbox,
+    pub instances: Vec<RunningBinary>,
+    logs: Vec<NamedTempFile>,
+    _config: NamedTempFile,
+    sandbox_url: String,
+    pub client: reqwest::Client,
+}
+
+/// The answer to one signing request, as the page would see it.
+pub enum Answer {
+    Signed(serde_json::Value),
+    Status(u16, Option<String>, serde_json::Value),
+}
+
+impl Deployment {
+    /// Starts `count` instances; `extra` is appended to their configuration file
+    /// (e.g. `[cache]` or `[wechat]` settings).
+    pub async fn start(count: usize, extra: &str) -> Self {
+        let redis = Arc::new(TestRedis::start());
+        let (sandbox, sandbox_url) = start_sandbox();
+        let mut config = NamedTempFile::new().expect("a config file");
+        // `extra` may open [cache] or [wechat]; the sandbox's address comes from the
+        // environment so that it cannot clash with such a table.
+        write!(
+            config,
+            "{extra}\n[redis]\nurl = \"{}\"\n[apps.default]\nappid = \"{APPID}\"\n\
+             secret = \"{SECRET}\"\ntoken = \"{SERVER_TOKEN}\"\n",
+            redis.url()
+        )
+        .expect("write the config");
+        let mut deployment = Self {
+            redis,
+            sandbox,
+            instances: Vec::new(),
+            logs: Vec::new(),
+            _config: config,
+            sandbox_url,
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+        };
+        for _ in 0..count {
+            deployment.start_instance().await;
+        }
+        deployment
+    }
+
+    async fn start_instance(&mut self) {
+        let log = NamedTempFile::new().expect("a log file");
+        let config = self._config.path().to_string_lossy().to_string();
+        let output = Stdio::from(log.reopen().expect("reopen the log"));
+        let env = [
+            ("RUST_LOG", "info"),
+            ("WXJSSDK__WECHAT__API_BASE", self.sandbox_url.as_str()),
+        ];
+        let instance = RunningBinary::start(&["--config", &config], &env, output).await;
+        self.instances.push(instance);
+        self.logs.push(log);
+    }
+
+    /// Asks instance `i` to sign a page URL.
+    pub async fn sign(&self, i: usize) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}/wxJssdk/getJssdk", self.instances[i].address))
+            .query(&[("url", "https://page.example.com/deployed")])
+            .send()
+            .await
+            .expect("every request is answered");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body: serde_json::Value = response.json().await.expect("a JSON answer");
+        match status {
+            200 => Answer::Signed(body),
+            _ => Answer::Status(status, retry_after, body),
+        }
+    }
+
+    /// Signs on instance `i` and checks the signature as WeChat would.
+    pub async fn sign_and_check(&self, i: usize) {
+        match self.sign(i).await {
+            Answer::Signed(config) => assert!(
+                signed_with_a_valid_ticket(&self.sandbox, &config),
+                "instance {i} signed with no valid ticket: {config}"
+            ),
+            Answer::Status(status, _, body) => panic!("instance {i} answered {status}: {body}"),
+        }
+    }
+
+    pub async fn status(&self, i: usize, path: &str) -> u16 {
+        let url = format!("{}{path}", self.instances[i].address);
+        self.client
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    /// Everything instance `i` has logged so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.logs[i].path()).unwrap_or_default()
+    }
+}
