@@ -282,10 +282,11 @@ stop_pid() {
 }
 
 down() {
-  local i i_child piece pid started child
+  local i i_child piece pid started child found=0
   for ((i = ${#PIECES[@]} - 1; i >= 0; i--)); do
     piece=${PIECES[i]}
     [[ -f $PIDS/$piece.pid ]] || continue
+    found=1
     if pid=$(running_pid "$piece"); then
       started=$(start_time "$pid")
       # nginx's workers are its children: remember them, in case the master must be killed.
@@ -304,6 +305,7 @@ down() {
     fi
     rm -f "$PIDS/$piece.pid"
   done
+  if ((!found)); then echo "local-stack: nothing started from $STACK_DIR is recorded"; fi
 }
 
 status() {
