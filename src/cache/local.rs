@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::record::Record;
+use super::Credential;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -29,8 +30,12 @@ impl Copy {
     }
 }
 
+/// Copies by appid, then by credential: looked up with the request's `&str` appid,
+/// so the hot path allocates nothing.
+type Copies = HashMap<String, [Option<Copy>; Credential::COUNT]>;
+
 pub struct LocalTier {
-    copies: Mutex<HashMap<String, Copy>>,
+    copies: Mutex<Copies>,
     recheck: Duration,
 }
 
@@ -43,38 +48,59 @@ impl LocalTier {
     }
 
     /// Every operation leaves the map consistent, so a poisoned lock is safe to reuse.
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Copy>> {
+    fn map(&self) -> MutexGuard<'_, Copies> {
         self.copies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn get(&self, key: &str) -> Option<Copy> {
-        self.map().get(key).cloned()
+    fn with_copy<T>(
+        &self,
+        appid: &str,
+        credential: Credential,
+        f: impl FnOnce(&mut Option<Copy>) -> T,
+    ) -> T {
+        let mut map = self.map();
+        if !map.contains_key(appid) {
+            map.insert(appid.to_string(), Default::default());
+        }
+        let copies = map.get_mut(appid).map(|c| &mut c[credential.index()]);
+        f(copies.unwrap_or(&mut None))
+    }
+
+    pub fn get(&self, appid: &str, credential: Credential) -> Option<Copy> {
+        self.map()
+            .get(appid)
+            .and_then(|c| c[credential.index()].clone())
     }
 
     /// Adopts `record` as this instance's copy, just checked.
-    pub fn put(&self, key: &str, record: Arc<Record>) {
-        let copy = Copy {
-            record,
-            next_check: Instant::now() + self.recheck,
-            failures: 0,
-        };
-        self.map().insert(key.to_string(), copy);
+    pub fn put(&self, appid: &str, credential: Credential, record: Arc<Record>) {
+        let next_check = Instant::now() + self.recheck;
+        self.with_copy(appid, credential, |copy| {
+            *copy = Some(Copy {
+                record,
+                next_check,
+                failures: 0,
+            })
+        });
     }
 
     /// Records a failed check or renewal: the next one waits twice as long as the last.
-    pub fn failed(&self, key: &str) {
-        if let Some(copy) = self.map().get_mut(key) {
-            copy.failures = copy.failures.saturating_add(1);
-            let backoff = self.recheck.saturating_mul(1 << copy.failures.min(16));
-            copy.next_check = Instant::now() + backoff.min(MAX_BACKOFF);
-        }
+    pub fn failed(&self, appid: &str, credential: Credential) {
+        self.with_copy(appid, credential, |copy| {
+            if let Some(copy) = copy {
+                copy.failures = copy.failures.saturating_add(1);
+                let backoff = self.recheck.saturating_mul(1 << copy.failures.min(16));
+                copy.next_check = Instant::now() + backoff.min(MAX_BACKOFF);
+            }
+        });
     }
 
     /// Forgets the copy if it still holds `value`.
-    pub fn remove_if(&self, key: &str, value: &str) {
-        let mut map = self.map();
-        if map.get(key).is_some_and(|c| c.record.value == value) {
-            map.remove(key);
-        }
+    pub fn remove_if(&self, appid: &str, credential: Credential, value: &str) {
+        self.with_copy(appid, credential, |copy| {
+            if copy.as_ref().is_some_and(|c| c.record.value == value) {
+                *copy = None;
+            }
+        });
     }
 }

@@ -73,6 +73,12 @@ pub enum Credential {
 }
 
 impl Credential {
+    const COUNT: usize = 2;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::AccessToken => "access_token",
@@ -173,14 +179,18 @@ impl CredentialCache {
         credential: Credential,
         rejected: Option<&str>,
     ) -> Outcome {
-        let slot = Slot::new(&self.keys, &ctx.app.appid, credential);
-        let copy = self.local.get(&slot.key);
+        let copy = self.local.get(&ctx.app.appid, credential);
         if let Some(copy) = copy.filter(|c| acceptable(&c.record, rejected)) {
             if copy.check_is_due() {
-                self.start_job(ctx, &slot, None);
+                self.start_job(
+                    ctx,
+                    &Slot::new(&self.keys, &ctx.app.appid, credential),
+                    None,
+                );
             }
             return Ok(copy.record);
         }
+        let slot = Slot::new(&self.keys, &ctx.app.appid, credential);
         let outcome = self.wait_for_job(ctx, &slot, rejected).await;
         match (&outcome, rejected) {
             // We joined a job that started before the rejection and renewed nothing:
@@ -226,7 +236,7 @@ impl CredentialCache {
         let job: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
             let result = cache.run_job(&ctx, &slot, rejected.as_deref()).await;
             if result.is_err() {
-                cache.local.failed(&slot.key);
+                cache.local.failed(&slot.appid, slot.credential);
             }
             cache
                 .jobs
@@ -254,7 +264,7 @@ impl CredentialCache {
         loop {
             let local = self
                 .local
-                .get(&slot.key)
+                .get(&slot.appid, slot.credential)
                 .map(|c| c.record)
                 .filter(|r| acceptable(r, rejected));
             let stored = match self.read(&slot.key).await {
@@ -262,7 +272,7 @@ impl CredentialCache {
                 Err(e) => return self.keep_or_fail(slot, local, e.into()),
             };
             if let Some(record) = &stored {
-                self.local.put(&slot.key, record.clone());
+                self.local.put(&slot.appid, slot.credential, record.clone());
                 if !record.is_due_for_renewal(now_ms()) {
                     return Ok(record.clone());
                 }
@@ -300,7 +310,7 @@ impl CredentialCache {
                     "refreshing {} failed; the current value stays in use: {error}",
                     slot.key
                 );
-                self.local.failed(&slot.key);
+                self.local.failed(&slot.appid, slot.credential);
                 Ok(current)
             }
             None => Err(error),
@@ -324,7 +334,7 @@ impl CredentialCache {
         let result = lock.keep_alive_while(&self.store, ttl, work).await;
         lock.release(&self.store).await;
         let record = result?;
-        self.local.put(&slot.key, record.clone());
+        self.local.put(&slot.appid, slot.credential, record.clone());
         Ok(Some(record))
     }
 
@@ -399,7 +409,8 @@ impl CredentialCache {
     /// another: the one another instance already put in its place, or a new one.
     async fn replace_access_token(self: &Arc<Self>, ctx: &Context, rejected: &Record) -> Outcome {
         let key = self.keys.value(&ctx.app.appid, Credential::AccessToken);
-        self.local.remove_if(&key, &rejected.value);
+        self.local
+            .remove_if(&ctx.app.appid, Credential::AccessToken, &rejected.value);
         self.store
             .delete_if_equals(&key, &rejected.to_json())
             .await?;
@@ -465,6 +476,7 @@ fn acceptable(record: &Record, rejected: Option<&str>) -> bool {
 /// The keys of one credential of one app.
 #[derive(Clone)]
 struct Slot {
+    appid: String,
     credential: Credential,
     key: String,
     lock_key: String,
@@ -473,6 +485,7 @@ struct Slot {
 impl Slot {
     fn new(keys: &KeySpace, appid: &str, credential: Credential) -> Self {
         Self {
+            appid: appid.to_string(),
             credential,
             key: keys.value(appid, credential),
             lock_key: keys.lock(appid, credential),
