@@ -2,7 +2,8 @@
 # Benchmark of the release binary, in two parts, each on a stack of its own started by
 # deploy/local-stack.sh (private redis-server, sandbox WeChat API, 3 instances, nginx):
 #
-# 1. Warm cache, ONE instance hit directly (no nginx in the way), wrk -t2 -c64:
+# 1. Warm cache, ONE instance hit directly (no nginx in the way), wrk -t1 -c64 on CPU 0
+#    against the instance pinned to CPU 1 (one worker):
 #    requests/s, p50 and p99 of the sign endpoint and of /healthz, their ratio (how
 #    much a signature costs over bare HTTP), and the instance's peak RSS (VmHWM).
 # 2. Cold start: a fresh stack (empty redis, fresh sandbox), COLD_REQUESTS concurrent
@@ -68,8 +69,8 @@ to_ms() {
 # meaningless (errors are cheap), so it stops the run.
 measure() {
   local name=$1 url=$2 out=$RESULTS/wrk-$1.txt
-  echo "bench: wrk -t2 -c$CONNECTIONS -d$DURATION --latency $url"
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
+  echo "bench: taskset -c 0 wrk -t1 -c$CONNECTIONS -d$DURATION --latency $url"
+  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
   if grep -q 'Non-2xx\|Socket errors' "$out"; then
     cat "$out" >&2
     die "$name: wrk saw errors (above); the stack's logs are in $STACK_DIR/logs"
@@ -99,8 +100,11 @@ verdict() {
 
 echo "bench: machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# --- Part 1: one instance, warm cache.
-"$STACK" up >"$RESULTS/stack-up-1.txt" || die "the stack did not start: see $RESULTS/stack-up-1.txt"
+# --- Part 1: one instance, warm cache. On a 2-CPU machine the load generator and the
+# server would fight for the same cores and the figures would measure the scheduler:
+# the instance gets CPU 1 (one worker), wrk gets CPU 0.
+WXJSSDK__SERVER__WORKERS=1 "$STACK" up >"$RESULTS/stack-up-1.txt" || die "the stack did not start: see $RESULTS/stack-up-1.txt"
+taskset -a -p -c 1 "$(cut -d' ' -f1 "$STACK_DIR/pids/instance-1.pid")" >/dev/null
 INSTANCE=http://127.0.0.1:${PORTS[0]}
 curl -fsS --noproxy '*' -o /dev/null "$INSTANCE$SIGN_PATH" || die "the warming signature failed"
 measure sign "$INSTANCE$SIGN_PATH"
@@ -131,7 +135,7 @@ SPREAD=$(for i in 1 2 3; do grep -c '"GET /wxJssdk/getJssdk"' "$STACK_DIR/logs/i
 
 cat <<EOF
 
-wx-jssdk benchmark: $(basename "$WXJSSDK_BIN") release, RUST_LOG=${RUST_LOG:-info}, $(nproc) CPUs (shared), wrk -t2 -c$CONNECTIONS -d$DURATION
+wx-jssdk benchmark: $(basename "$WXJSSDK_BIN") release, RUST_LOG=${RUST_LOG:-info}, $(nproc) CPUs (instance on CPU 1, wrk on CPU 0), wrk -t1 -c$CONNECTIONS -d$DURATION
 part 1: one instance, warm cache, direct (no nginx)   part 2: fresh redis + sandbox, 3 instances
 $(printf '%-44s %-20s %-12s %s' METRIC MEASURED TARGET VERDICT)
 $(printf '%-44s %-20s %-12s %s' "sign: requests/s" "$SIGN_RPS" "" "")

@@ -349,3 +349,47 @@ async fn redis_down_is_a_503_for_cold_instances_and_service_resumes_when_it_is_b
     }
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
+
+#[actix_web::test]
+async fn a_value_changed_by_another_instance_reaches_this_one_within_the_recheck_interval() {
+    let mut options = Options::default();
+    options.cache.local_recheck_ms = 200;
+    let app = spawn_app_with(options).await;
+    app.sign_and_check("https://page.example.com/").await;
+    // Another instance renewed the ticket: Redis now holds a newer one.
+    let current = stored(&app, "jsapi_ticket").await.unwrap();
+    let newer = Record {
+        value: "ticket-renewed-elsewhere".into(),
+        renew_at: current.renew_at + 1,
+        expires_at: current.expires_at + 1,
+    };
+    store(&app, "jsapi_ticket", &newer).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let config: serde_json::Value = app
+            .sign("https://page.example.com/")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let with_newer = wx_jssdk::wechat::signature::sign_url(
+            &newer.value,
+            config["nonceStr"].as_str().unwrap(),
+            config["timestamp"].as_u64().unwrap(),
+            config["url"].as_str().unwrap(),
+        );
+        if config["signature"] == with_newer.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instance kept its old copy: {config}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.sandbox.calls().getticket,
+        1,
+        "adopted from redis, not fetched"
+    );
+}
