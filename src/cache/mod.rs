@@ -234,15 +234,14 @@ impl CredentialCache {
         let rejected = rejected.map(str::to_string);
         // Boxed: a ticket job starts token jobs, so the future type refers to itself.
         let job: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move {
+            let _registered = JobEntry {
+                cache: &cache,
+                key: &slot.key,
+            };
             let result = cache.run_job(&ctx, &slot, rejected.as_deref()).await;
             if result.is_err() {
                 cache.local.failed(&slot.appid, slot.credential);
             }
-            cache
-                .jobs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&slot.key);
             let _ = done.send(Some(result));
         });
         actix_web::rt::spawn(job);
@@ -286,8 +285,11 @@ impl CredentialCache {
                 Ok(None) => {}
                 Err(e) => return self.keep_or_fail(slot, current, e),
             }
-            // Another instance holds the lock: keep serving what we have, or wait for its result.
+            // Another instance holds the lock: keep serving what we have (checked again
+            // at the next interval), or wait for its result.
             if let Some(current) = current {
+                self.local
+                    .put(&slot.appid, slot.credential, current.clone());
                 return Ok(current);
             }
             if Instant::now() + pause >= deadline {
@@ -465,6 +467,20 @@ impl CredentialCache {
                 Err(e)
             }
         }
+    }
+}
+
+/// A running job's place in the registry, given up however the job ends (even by a
+/// panic), so that a later request never joins a job that is gone.
+struct JobEntry<'a> {
+    cache: &'a CredentialCache,
+    key: &'a str,
+}
+
+impl Drop for JobEntry<'_> {
+    fn drop(&mut self) {
+        let mut jobs = self.cache.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.remove(self.key);
     }
 }
 
