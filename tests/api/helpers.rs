@@ -186,7 +186,8 @@ fn settings(options: &Options, redis: Option<&TestRedis>, api_base: &str) -> Set
             workers: Some(2),
         },
         redis: redis.map(|r| RedisSettings {
-            url: Secret::new(r.url()),
+            url: Some(Secret::new(r.url())),
+            cluster_urls: None,
             key_prefix: "wxjssdk".into(),
             pool_size: 8,
             timeout_ms: 1000,

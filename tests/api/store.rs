@@ -78,7 +78,8 @@ async fn redis_store_semantics() {
     let redis = TestRedis::start();
     let store = Store::Redis(
         RedisStore::new(&RedisSettings {
-            url: Secret::new(redis.url()),
+            url: Some(Secret::new(redis.url())),
+            cluster_urls: None,
             key_prefix: "t".into(),
             pool_size: 2,
             timeout_ms: 1000,
