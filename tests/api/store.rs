@@ -15,7 +15,8 @@ fn record(value: &str, renew_at: u64, expires_at: u64) -> Record {
     }
 }
 
-async fn check_semantics(store: &Store) {
+/// The contract of every store; also run against a Redis Cluster (`cluster.rs`).
+pub async fn check_semantics(store: &Store) {
     let now = now_ms();
     let newer = record("newer", now + 50_000, now + 60_000);
     let older = record("older", now + 40_000, now + 50_000);
