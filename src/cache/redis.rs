@@ -238,8 +238,8 @@ impl RedisStore {
     }
 
     /// Whether Redis answers. On a cluster, one node answering is enough: a plain
-    /// `PING` goes to every primary and fails with any one of them, which would take
-    /// every instance out of the load balancer over one node that is failing over.
+    /// `PING` is sent to every primary and needs each one's answer, so a single slow or
+    /// failing node would take every instance out of the load balancer at once.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self
             .run(|c| async move {
