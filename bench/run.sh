@@ -11,7 +11,8 @@
 #    reached the sandbox (the whole point of the shared cache: 1 and 1).
 #
 # Not a test and not in CI: the figures depend on the machine and on what else runs.
-# Settings: DURATION (wrk, default 10s), COLD_REQUESTS (default 300, at most 300),
+# Settings: DURATION (one wrk run, default 5s), ROUNDS (alternating runs of each endpoint,
+# medians reported, default 3), COLD_REQUESTS (default 300, at most 300),
 # WXJSSDK_BIN (default target/release/wx-jssdk, built if missing), RUST_LOG (default
 # info, as in production: one log line per signature), and the ports and STACK_DIR of
 # deploy/local-stack.sh (defaults below, apart from the stack's own so both can run).
@@ -19,7 +20,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK=$ROOT/deploy/local-stack.sh
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+SIGN_RUNS=() HEALTH_RUNS=()
 CONNECTIONS=64
 COLD_REQUESTS=${COLD_REQUESTS:-300}
 export STACK_DIR=${STACK_DIR:-/tmp/wx-jssdk-bench}
@@ -80,6 +83,21 @@ measure() {
   P99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
 }
 
+# The median of each column of "rps p50 p99" lines.
+medians() {
+  printf '%s\n' "$@" | awk '
+    { for (c = 1; c <= 3; c++) v[c, NR] = $c }
+    END {
+      for (c = 1; c <= 3; c++) {
+        n = 0
+        for (r = 1; r <= NR; r++) col[++n] = v[c, r]
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (col[j] < col[i]) { t = col[i]; col[i] = col[j]; col[j] = t }
+        printf "%s%s", (c > 1 ? " " : ""), col[int((n + 1) / 2)]
+      }
+      print ""
+    }'
+}
+
 # Sandbox call counts: `token + stable_token` and `getticket`.
 upstream_calls() {
   local json classic stable
@@ -107,10 +125,16 @@ WXJSSDK__SERVER__WORKERS=1 "$STACK" up >"$RESULTS/stack-up-1.txt" || die "the st
 taskset -a -p -c 1 "$(cut -d' ' -f1 "$STACK_DIR/pids/instance-1.pid")" >/dev/null
 INSTANCE=http://127.0.0.1:${PORTS[0]}
 curl -fsS --noproxy '*' -o /dev/null "$INSTANCE$SIGN_PATH" || die "the warming signature failed"
-measure sign "$INSTANCE$SIGN_PATH"
-SIGN_RPS=$RPS SIGN_P50=$P50 SIGN_P99=$P99
-measure healthz "$INSTANCE/healthz"
-HEALTH_RPS=$RPS HEALTH_P50=$P50 HEALTH_P99=$P99
+# Alternate the two endpoints for ROUNDS rounds and keep the median of each figure:
+# one run on a shared machine can be off by a third either way.
+for ((round = 1; round <= ROUNDS; round++)); do
+  measure "sign-$round" "$INSTANCE$SIGN_PATH"
+  SIGN_RUNS+=("$RPS $P50 $P99")
+  measure "healthz-$round" "$INSTANCE/healthz"
+  HEALTH_RUNS+=("$RPS $P50 $P99")
+done
+read -r SIGN_RPS SIGN_P50 SIGN_P99 <<<"$(medians "${SIGN_RUNS[@]}")"
+read -r HEALTH_RPS HEALTH_P50 HEALTH_P99 <<<"$(medians "${HEALTH_RUNS[@]}")"
 PID=$(cut -d' ' -f1 "$STACK_DIR/pids/instance-1.pid")
 RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
 RSS_MB=$(awk -v kb="$RSS_KB" 'BEGIN {printf "%.1f", kb / 1024}')
@@ -135,7 +159,7 @@ SPREAD=$(for i in 1 2 3; do grep -c '"GET /wxJssdk/getJssdk"' "$STACK_DIR/logs/i
 
 cat <<EOF
 
-wx-jssdk benchmark: $(basename "$WXJSSDK_BIN") release, RUST_LOG=${RUST_LOG:-info}, $(nproc) CPUs (instance on CPU 1, wrk on CPU 0), wrk -t1 -c$CONNECTIONS -d$DURATION
+wx-jssdk benchmark: $(basename "$WXJSSDK_BIN") release, RUST_LOG=${RUST_LOG:-info}, $(nproc) CPUs (instance on CPU 1, wrk on CPU 0), wrk -t1 -c$CONNECTIONS -d$DURATION x $ROUNDS rounds (medians)
 part 1: one instance, warm cache, direct (no nginx)   part 2: fresh redis + sandbox, 3 instances
 $(printf '%-44s %-20s %-12s %s' METRIC MEASURED TARGET VERDICT)
 $(printf '%-44s %-20s %-12s %s' "sign: requests/s" "$SIGN_RPS" "" "")

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Map};
 use serde::Deserialize;
 
 /// The name of the app that serves the short, seed-compatible routes (`/wxJssdk...`)
@@ -33,13 +33,126 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
 }
 
+/// Where the shared store lives: one Redis server (`url`) or a Redis Cluster
+/// (`cluster_urls`), exactly one of the two; see [`RedisSettings::topology`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
-    pub url: Secret,
+    /// A single Redis server (or anything that speaks to clients like one).
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// Seed nodes of a Redis Cluster. The client learns the rest of the cluster (and
+    /// every later resharding) from any one that answers, so listing a few is enough.
+    /// A list, or one comma-separated string (the environment's form).
+    #[serde(default, deserialize_with = "list_or_comma_separated")]
+    pub cluster_urls: Option<Vec<Secret>>,
     pub key_prefix: String,
     pub pool_size: usize,
     /// Bound on connecting to Redis and on each command.
     pub timeout_ms: u64,
+}
+
+/// Reads a list of strings, or one string of comma-separated items (spaces around
+/// them ignored), which is how a list arrives from an environment variable.
+///
+/// The `config` crate can split such a variable itself, but only with `try_parsing`
+/// on, which would also reparse every other variable (an AppID "0123" would become
+/// "123"). A value of the wrong type is reported without being echoed: it may hold a
+/// password.
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Option<Vec<Secret>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    let items = match ListOrString::deserialize(deserializer).map_err(|_| {
+        serde::de::Error::custom("expected a list of redis:// URLs or one comma-separated string")
+    })? {
+        ListOrString::List(items) => items,
+        ListOrString::String(joined) => joined.split(',').map(str::to_string).collect(),
+    };
+    Ok(Some(
+        items
+            .iter()
+            .map(|item| item.trim())
+            .filter(|item| !item.is_empty())
+            .map(Secret::new)
+            .collect(),
+    ))
+}
+
+/// The Redis deployment [`RedisSettings`] describe, once checked.
+#[derive(Debug, Clone, Copy)]
+pub enum RedisTopology<'a> {
+    Single(&'a Secret),
+    Cluster(&'a [Secret]),
+}
+
+impl RedisSettings {
+    /// Which Redis to use: exactly one of `url` and `cluster_urls` must be set, and
+    /// every URL must be `redis://` or `rediss://`. Messages name the key, never the
+    /// URL, which may carry a password.
+    pub fn topology(&self) -> Result<RedisTopology<'_>, ConfigError> {
+        // Some(whether it uses TLS) for a Redis URL, None for anything else.
+        let uses_tls = |url: &Secret| {
+            let url = url.expose();
+            if url.starts_with("rediss://") {
+                Some(true)
+            } else {
+                url.starts_with("redis://").then_some(false)
+            }
+        };
+        match (&self.url, &self.cluster_urls) {
+            (Some(_), Some(_)) => Err(invalid(
+                "redis.url",
+                "and `redis.cluster_urls` are both set: keep one (a single Redis, or the nodes of a Redis Cluster)",
+            )),
+            (None, None) => Err(invalid(
+                "redis.url",
+                "or `redis.cluster_urls` must be set in [redis] (leave [redis] out for the in-process store)",
+            )),
+            (Some(url), None) => match uses_tls(url) {
+                Some(_) => Ok(RedisTopology::Single(url)),
+                None => Err(invalid(
+                    "redis.url",
+                    "must start with redis:// or rediss://",
+                )),
+            },
+            (None, Some(urls)) => {
+                if urls.is_empty() {
+                    return Err(invalid("redis.cluster_urls", "must list at least one node"));
+                }
+                let mut cluster_tls = None;
+                for (i, url) in urls.iter().enumerate() {
+                    let key = || format!("redis.cluster_urls[{i}]");
+                    let tls = uses_tls(url)
+                        .ok_or_else(|| invalid(key(), "must start with redis:// or rediss://"))?;
+                    // The cluster client takes TLS, user and password from the first node
+                    // for every node it discovers, so a mix cannot work.
+                    if *cluster_tls.get_or_insert(tls) != tls {
+                        return Err(invalid(
+                            key(),
+                            "mixes redis:// and rediss:// with the other nodes: a cluster uses one",
+                        ));
+                    }
+                    // A cluster only has database 0; any other makes every connection fail.
+                    let database = url::Url::parse(url.expose())
+                        .map(|u| u.path().trim_matches('/').to_string())
+                        .unwrap_or_default();
+                    if !database.is_empty() && database != "0" {
+                        return Err(invalid(
+                            key(),
+                            "names a database: a Redis Cluster only has database 0",
+                        ));
+                    }
+                }
+                Ok(RedisTopology::Cluster(urls))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -154,10 +267,24 @@ const REDIS_DEFAULTS: [(&str, &str); 3] = [
     ("redis.timeout_ms", "1000"),
 ];
 
+/// Prefix of the environment variables: `WXJSSDK__SECTION__KEY`.
+const ENV_PREFIX: &str = "WXJSSDK";
+const ENV_SEPARATOR: &str = "__";
+
 impl Settings {
     /// Loads defaults, then `overrides` (used by `--dev`), then `file`, then the
     /// environment, and validates the result.
     pub fn load(file: Option<&Path>, overrides: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::load_with_environment(file, overrides, None)
+    }
+
+    /// [`Settings::load`] with `environment` read instead of the process's variables
+    /// (`None`: the process's), so that tests need not change the process environment.
+    pub fn load_with_environment(
+        file: Option<&Path>,
+        overrides: &[(&str, &str)],
+        environment: Option<&[(&str, &str)]>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = Config::builder();
         for (key, value) in DEFAULTS.iter().chain(overrides) {
             builder = builder.set_default(*key, *value)?;
@@ -165,10 +292,20 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
-        let env = Environment::with_prefix("WXJSSDK")
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(false);
+        let environment: Option<Map<String, String>> = environment.map(|vars| {
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        });
+        // Every value stays a string: parsing would turn an AppID or secret that looks
+        // like a number or a boolean ("0123", "true") into one, and back into a
+        // different string ("123"). `config` only splits lists when it parses, so the
+        // one list, `redis.cluster_urls`, is split by its own deserializer.
+        let env = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(false)
+            .source(environment);
         let raw = builder.add_source(env).build()?;
         let raw = Self::with_redis_defaults(raw)?;
         let settings: Settings = raw.try_deserialize()?;
@@ -211,14 +348,7 @@ impl Settings {
             ));
         }
         if let Some(redis) = &self.redis {
-            if !redis.url.expose().starts_with("redis://")
-                && !redis.url.expose().starts_with("rediss://")
-            {
-                return Err(invalid(
-                    "redis.url",
-                    "must start with redis:// or rediss://",
-                ));
-            }
+            redis.topology()?;
             if redis.pool_size == 0 {
                 return Err(invalid("redis.pool_size", "must be at least 1"));
             }

@@ -71,10 +71,10 @@ async fn main() -> ExitCode {
 
 async fn run_service(config: Option<PathBuf>, overrides: &[(&str, &str)]) -> Result<(), String> {
     let settings = Settings::load(config.as_deref(), overrides).map_err(|e| e.to_string())?;
-    let store = if settings.redis.is_some() {
-        "redis"
-    } else {
-        "in-process (single instance only)"
+    let store = match &settings.redis {
+        Some(redis) if redis.cluster_urls.is_some() => "redis cluster",
+        Some(_) => "redis",
+        None => "in-process (single instance only)",
     };
     let app = Application::build(settings).map_err(|e| e.to_string())?;
     log::info!("listening on port {}, store: {store}", app.port());

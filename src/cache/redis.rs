@@ -1,17 +1,21 @@
-//! The Redis store, through a deadpool-redis connection pool.
+//! The Redis store, through a deadpool-redis connection pool to one Redis server or
+//! to a Redis Cluster.
 //!
 //! Every operation is a single command or a Lua script over a single key, so it is
-//! atomic and works unchanged on Redis Cluster. Each is bounded by `timeout_ms`: a
-//! Redis that stops answering turns into an error, never into a hung request.
+//! atomic and works unchanged on Redis Cluster: the cluster connection sends it to the
+//! node that owns the key's slot. Each is bounded by `timeout_ms`: a Redis that stops
+//! answering turns into an error, never into a hung request.
 
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
-use redis::Script;
+use deadpool_redis::{cluster, Config, PoolConfig, Runtime, Timeouts};
+use redis::aio::ConnectionLike;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::record::{now_ms, Record};
 use super::store::StoreError;
-use crate::configuration::RedisSettings;
+use crate::configuration::{RedisSettings, RedisTopology};
 
 /// Writes ARGV[1] (a record) unless the stored record has a later
 /// (expires_at, renew_at), given as ARGV[2], ARGV[3]; the key lives ARGV[4] ms.
@@ -54,6 +58,48 @@ end
 return n
 "#;
 
+/// The pool of either deployment; the operations below do not depend on which.
+enum Pool {
+    Single(deadpool_redis::Pool),
+    Cluster(cluster::Pool),
+}
+
+/// A pooled connection of either kind. It is a [`ConnectionLike`], so commands and
+/// `Script::invoke_async` run on it unchanged; on a cluster, the connection routes each
+/// command by its key (and `SCRIPT LOAD`, after a `NOSCRIPT`, to every node).
+enum Connection {
+    Single(deadpool_redis::Connection),
+    Cluster(cluster::Connection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 pub struct RedisStore {
     pool: Pool,
     timeout: Duration,
@@ -66,19 +112,39 @@ pub struct RedisStore {
 impl RedisStore {
     /// Builds the pool; connections are made on first use, so a Redis that is down at
     /// start-up does not stop the service (it answers 503 until Redis is back).
+    /// On a cluster, each pooled connection knows the whole cluster and follows its
+    /// `MOVED`/`ASK` redirections, so a resharding or a failover needs no restart.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
         let timeout = Duration::from_millis(settings.timeout_ms);
-        let mut config = Config::from_url(settings.url.expose());
         let mut pool_config = PoolConfig::new(settings.pool_size);
         pool_config.timeouts = Timeouts {
             wait: Some(timeout),
             create: Some(timeout),
             recycle: Some(timeout),
         };
-        config.pool = Some(pool_config);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StoreError::Redis(format!("invalid redis settings: {e}")))?;
+        // The messages name what is wrong, never the URL: it may carry a password.
+        let invalid =
+            |e: &dyn std::fmt::Display| StoreError::Redis(format!("invalid redis settings: {e}"));
+        let topology = settings.topology().map_err(|e| invalid(&e))?;
+        let pool = match topology {
+            RedisTopology::Single(url) => {
+                let mut config = Config::from_url(url.expose());
+                config.pool = Some(pool_config);
+                let pool = config
+                    .create_pool(Some(Runtime::Tokio1))
+                    .map_err(|e| invalid(&e))?;
+                Pool::Single(pool)
+            }
+            RedisTopology::Cluster(urls) => {
+                let urls: Vec<String> = urls.iter().map(|u| u.expose().to_string()).collect();
+                let mut config = cluster::Config::from_urls(urls);
+                config.pool = Some(pool_config);
+                let pool = config
+                    .create_pool(Some(Runtime::Tokio1))
+                    .map_err(|e| invalid(&e))?;
+                Pool::Cluster(pool)
+            }
+        };
         Ok(Self {
             pool,
             timeout,
@@ -92,15 +158,23 @@ impl RedisStore {
     /// Runs one operation on a pooled connection within the timeout.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Redis(e.to_string()))?;
+            let pool_error = |e: &dyn std::fmt::Display| StoreError::Redis(e.to_string());
+            let conn = match &self.pool {
+                Pool::Single(pool) => pool
+                    .get()
+                    .await
+                    .map(Connection::Single)
+                    .map_err(|e| pool_error(&e))?,
+                Pool::Cluster(pool) => pool
+                    .get()
+                    .await
+                    .map(Connection::Cluster)
+                    .map_err(|e| pool_error(&e))?,
+            };
             op(conn).await.map_err(|e| StoreError::Redis(e.to_string()))
         };
         tokio::time::timeout(self.timeout, work)
@@ -193,9 +267,24 @@ impl RedisStore {
         .await
     }
 
+    /// Whether Redis answers. On a cluster, one node answering is enough: a plain
+    /// `PING` is sent to every primary and needs each one's answer, so a single slow or
+    /// failing node would take every instance out of the load balancer at once.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self
-            .run(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+            .run(|c| async move {
+                match c {
+                    Connection::Single(mut c) => redis::cmd("PING").query_async(&mut c).await,
+                    Connection::Cluster(mut c) => {
+                        let any_node = RoutingInfo::MultiNode((
+                            MultipleNodeRoutingInfo::AllNodes,
+                            Some(ResponsePolicy::OneSucceeded),
+                        ));
+                        let answer = c.route_command(redis::cmd("PING"), any_node).await?;
+                        Ok(redis::from_redis_value(answer)?)
+                    }
+                }
+            })
             .await?;
         Ok(())
     }

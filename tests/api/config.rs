@@ -112,3 +112,131 @@ fn the_example_configuration_loads() {
         Some("default")
     );
 }
+
+#[test]
+fn redis_needs_exactly_one_of_url_and_cluster_urls_and_urls_are_never_printed() {
+    let both = format!(
+        "{COMPLETE_APP}\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:6390/0\"\n\
+         cluster_urls = [\"redis://:hunter2@127.0.0.1:7000\"]\n"
+    );
+    let neither = format!("{COMPLETE_APP}\n[redis]\nkey_prefix = \"wxjssdk\"\n");
+    for toml in [both, neither] {
+        let output = run_with_config(&toml, &[]);
+        assert!(!output.status.success());
+        let err = stderr(&output);
+        assert!(
+            err.contains("redis.url") && err.contains("redis.cluster_urls"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
+fn a_bad_cluster_url_is_named_by_its_position_and_not_printed() {
+    let urls = "redis://:hunter2@127.0.0.1:7000, http://:hunter2@127.0.0.1:7001";
+    let as_list = format!(
+        "{COMPLETE_APP}\n[redis]\ncluster_urls = [\"redis://:hunter2@127.0.0.1:7000\", \"http://:hunter2@127.0.0.1:7001\"]\n"
+    );
+    let as_string = format!("{COMPLETE_APP}\n[redis]\ncluster_urls = \"{urls}\"\n");
+    let with_database =
+        format!("{COMPLETE_APP}\n[redis]\ncluster_urls = [\"redis://127.0.0.1:7000\", \"redis://:hunter2@127.0.0.1:7001/2\"]\n");
+    for output in [
+        run_with_config(&as_list, &[]),
+        run_with_config(&as_string, &[]),
+        run_with_config(&with_database, &[]),
+        run_with_config(COMPLETE_APP, &[("WXJSSDK__REDIS__CLUSTER_URLS", urls)]),
+    ] {
+        assert!(!output.status.success());
+        let err = stderr(&output);
+        assert!(err.contains("redis.cluster_urls[1]"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    // A value of the wrong type is not echoed either.
+    let output = run_with_config(
+        &format!("{COMPLETE_APP}\n[redis]\ncluster_urls = {{ url = \"redis://:hunter2@h:1\" }}\n"),
+        &[],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("cluster_urls") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cluster_urls_come_from_the_environment_as_a_list_and_other_values_stay_strings() {
+    let load = |vars: &[(&str, &str)]| {
+        let mut env = vec![
+            ("WXJSSDK__APPS__DEFAULT__APPID", "0123"),
+            ("WXJSSDK__APPS__DEFAULT__SECRET", "1e5"),
+            ("WXJSSDK__APPS__DEFAULT__TOKEN", "true"),
+        ];
+        env.extend_from_slice(vars);
+        wx_jssdk::configuration::Settings::load_with_environment(None, &[], Some(&env))
+            .expect("the settings load")
+    };
+    let urls = |settings: &wx_jssdk::configuration::Settings| {
+        let redis = settings.redis.as_ref().expect("a [redis] table");
+        assert!(redis.url.is_none());
+        redis
+            .cluster_urls
+            .iter()
+            .flatten()
+            .map(|u| u.expose().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let settings = load(&[
+        (
+            "WXJSSDK__REDIS__CLUSTER_URLS",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+        ),
+        ("WXJSSDK__REDIS__KEY_PREFIX", "007"),
+    ]);
+    assert_eq!(
+        urls(&settings),
+        ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+    );
+    // Only the list keys are split or parsed: "0123" does not become 123.
+    let app = &settings.apps["default"];
+    assert_eq!(app.appid, "0123");
+    assert_eq!((app.secret.expose(), app.token.expose()), ("1e5", "true"));
+    assert_eq!(settings.redis.as_ref().unwrap().key_prefix, "007");
+
+    let settings = load(&[("wxjssdk__redis__cluster_urls", "redis://127.0.0.1:7000")]);
+    assert_eq!(urls(&settings), ["redis://127.0.0.1:7000"]);
+    let settings = load(&[(
+        "WXJSSDK__REDIS__CLUSTER_URLS",
+        " redis://127.0.0.1:7000 , redis://127.0.0.1:7001,",
+    )]);
+    assert_eq!(
+        urls(&settings),
+        ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"],
+        "spaces and an empty last item are ignored"
+    );
+}
+
+#[test]
+fn cluster_urls_load_from_the_file_as_an_array() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        file,
+        "{COMPLETE_APP}\n[redis]\ncluster_urls = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\n"
+    )
+    .unwrap();
+    let settings =
+        wx_jssdk::configuration::Settings::load_with_environment(Some(file.path()), &[], Some(&[]))
+            .expect("the settings load");
+    let redis = settings.redis.expect("a [redis] table");
+    assert!(matches!(
+        redis.topology(),
+        Ok(wx_jssdk::configuration::RedisTopology::Cluster(urls)) if urls.len() == 2
+    ));
+    assert_eq!(
+        (redis.pool_size, redis.timeout_ms),
+        (16, 1000),
+        "defaults apply"
+    );
+}

@@ -1,10 +1,12 @@
-//! What every integration test needs: a private `redis-server` on a free port, the
-//! sandbox WeChat API, and the service itself on a random port, spawned through
-//! [`spawn_app`] (or [`TestApp::spawn_instance`] for more instances on the same Redis).
+//! What every integration test needs: a private `redis-server` on a free port (or a
+//! private Redis Cluster, [`TestCluster`]), the sandbox WeChat API, and the service
+//! itself on a random port, spawned through [`spawn_app`] (or
+//! [`TestApp::spawn_instance`] for more instances on the same Redis).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,18 +43,22 @@ impl TestRedis {
     /// Starts the server (again, after [`TestRedis::kill`]) on the same port, empty.
     pub fn restart(&self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}). The tests start their own Redis on a free port: \
-                     install it first, e.g. `apt-get install -y redis-server`"
-                )
-            });
+            .unwrap_or_else(|e| panic!("{}", missing_redis("redis-server", e)));
         *self.child.lock().unwrap() = Some(child);
-        self.wait_until_ready();
+        wait_for_ping(self.port, None);
     }
 
     pub fn kill(&self) {
@@ -64,23 +70,6 @@ impl TestRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn wait_until_ready(&self) {
-        let client = redis::Client::open(self.url()).expect("valid redis url");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut conn) = client.get_connection() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server on port {} did not answer PING within 10 s",
-            self.port
-        );
     }
 
     /// A direct connection, for tests that look at or tamper with what is stored.
@@ -99,11 +88,230 @@ impl Drop for TestRedis {
     }
 }
 
+/// Why a test cannot go on without the Redis tools: they never skip silently.
+fn missing_redis(tool: &str, error: std::io::Error) -> String {
+    format!(
+        "cannot run {tool} ({error}). The tests start their own Redis servers and Redis \
+         Cluster on free ports: install Redis first, e.g. `apt-get install -y redis-server` \
+         (it brings redis-server and redis-cli)"
+    )
+}
+
+/// Waits (bounded) until the Redis on `port` answers `PING`; on failure, shows `log`.
+fn wait_for_ping(port: u16, log: Option<&Path>) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid redis url");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut conn) = client.get_connection() {
+            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = log
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    panic!("redis-server on port {port} did not answer PING within 10 s\n{log}");
+}
+
+/// A local Redis Cluster of three primaries without replicas: `redis-server`s of our
+/// own on free ports, their state and logs in a temporary directory, joined with
+/// `redis-cli --cluster create`. Every node is killed when dropped.
+pub struct TestCluster {
+    nodes: Mutex<Vec<Child>>,
+    pub ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+const CLUSTER_NODES: usize = 3;
+
+impl TestCluster {
+    /// Starts the nodes, joins them, and returns once every node reports
+    /// `cluster_state:ok` (all 16384 slots served).
+    pub fn start() -> Self {
+        // Each node also needs a free port for the cluster bus (the default, port +
+        // 10000, may be taken or out of range).
+        let mut ports = free_ports(2 * CLUSTER_NODES);
+        let bus_ports = ports.split_off(CLUSTER_NODES);
+        let cluster = Self {
+            nodes: Mutex::new(Vec::new()),
+            ports,
+            dir: tempfile::tempdir().expect("a temporary directory for the cluster"),
+        };
+        for (&port, &bus_port) in cluster.ports.iter().zip(&bus_ports) {
+            cluster.start_node(port, bus_port);
+        }
+        for &port in &cluster.ports {
+            wait_for_ping(port, Some(&cluster.log_path(port)));
+        }
+        cluster.join();
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    fn log_path(&self, port: u16) -> std::path::PathBuf {
+        self.dir.path().join(format!("node-{port}.log"))
+    }
+
+    fn start_node(&self, port: u16, bus_port: u16) {
+        let dir = self.dir.path();
+        let log = std::fs::File::create(self.log_path(port)).expect("a node log file");
+        let child = Command::new("redis-server")
+            .current_dir(dir)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus_port.to_string(),
+            ])
+            .arg("--cluster-config-file")
+            .arg(dir.join(format!("nodes-{port}.conf")))
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::from(log.try_clone().expect("a node log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}", missing_redis("redis-server", e)));
+        self.nodes.lock().unwrap().push(child);
+    }
+
+    /// Assigns the slots evenly over the nodes and introduces them to each other.
+    fn join(&self) {
+        let mut command = Command::new("redis-cli");
+        command.arg("--cluster").arg("create");
+        command.args(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
+        command.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let output = run_bounded(command, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{}", missing_redis("redis-cli", e)));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for &port in &self.ports {
+            let client =
+                redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid redis url");
+            let mut last = String::new();
+            while !last.contains("cluster_state:ok") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster node on port {port} did not reach cluster_state:ok within 20 s:\n{last}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+                last = client
+                    .get_connection()
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                    .unwrap_or_else(|e| e.to_string());
+            }
+        }
+    }
+
+    /// Kills the node on `port` (its slots become unavailable; the others keep serving).
+    pub fn kill_node(&self, port: u16) {
+        let index = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("a node of this cluster");
+        let mut nodes = self.nodes.lock().unwrap();
+        let _ = nodes[index].kill();
+        let _ = nodes[index].wait();
+    }
+
+    /// The seed URLs the service is configured with.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// A connection to the whole cluster, routing each command like the service does.
+    pub async fn connection(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .expect("valid cluster urls")
+            .get_async_connection()
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    /// A direct connection to one node, for what only that node can tell.
+    pub async fn node(&self, port: u16) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .expect("valid redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to a cluster node")
+    }
+
+    /// `CLUSTER KEYSLOT key`, as the cluster computes it.
+    pub async fn keyslot(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut self.node(self.ports[0]).await)
+            .await
+            .expect("CLUSTER KEYSLOT")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for mut node in self
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+/// Runs `command` to completion, killing it if it takes longer than `limit`.
+fn run_bounded(mut command: Command, limit: Duration) -> std::io::Result<Output> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output()?;
+            panic!(
+                "{command:?} did not finish within {limit:?}:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output()
+}
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on loopback")
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: the listeners are all held until every port is known.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on loopback"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }
 
 /// Knobs a test may turn before the service starts.
@@ -111,6 +319,8 @@ pub struct Options {
     pub token_mode: TokenMode,
     pub cache: CacheSettings,
     pub with_redis: bool,
+    /// With `with_redis`: a local three-node Redis Cluster instead of one redis-server.
+    pub redis_cluster: bool,
     pub extra_apps: Vec<(&'static str, &'static str)>,
 }
 
@@ -126,6 +336,7 @@ impl Default for Options {
                 local_recheck_ms: 1_000,
             },
             with_redis: true,
+            redis_cluster: false,
             extra_apps: Vec::new(),
         }
     }
@@ -136,6 +347,7 @@ pub struct TestApp {
     pub sandbox: Sandbox,
     pub sandbox_url: String,
     pub redis: Option<Arc<TestRedis>>,
+    pub cluster: Option<Arc<TestCluster>>,
     pub client: reqwest::Client,
     options: Arc<Options>,
 }
@@ -145,9 +357,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    let redis = options.with_redis.then(|| Arc::new(TestRedis::start()));
+    let with = |cluster: bool| options.with_redis && options.redis_cluster == cluster;
+    let redis = with(false).then(|| Arc::new(TestRedis::start()));
+    let cluster = with(true).then(|| Arc::new(TestCluster::start()));
     let (sandbox, sandbox_url) = start_sandbox();
-    start(sandbox, sandbox_url, redis, Arc::new(options))
+    start(sandbox, sandbox_url, redis, cluster, Arc::new(options))
 }
 
 /// The sandbox WeChat API on a free port, served by this test's runtime.
@@ -163,9 +377,15 @@ fn start(
     sandbox: Sandbox,
     sandbox_url: String,
     redis: Option<Arc<TestRedis>>,
+    cluster: Option<Arc<TestCluster>>,
     options: Arc<Options>,
 ) -> TestApp {
-    let settings = settings(&options, redis.as_deref(), &sandbox_url);
+    let redis_settings = match (&redis, &cluster) {
+        (Some(redis), _) => Some(redis_settings(Some(redis.url()), None)),
+        (None, Some(cluster)) => Some(redis_settings(None, Some(cluster.urls()))),
+        (None, None) => None,
+    };
+    let settings = settings(&options, redis_settings, &sandbox_url);
     let app = Application::build(settings).expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
@@ -174,12 +394,24 @@ fn start(
         sandbox,
         sandbox_url,
         redis,
+        cluster,
         client: reqwest::Client::new(),
         options,
     }
 }
 
-fn settings(options: &Options, redis: Option<&TestRedis>, api_base: &str) -> Settings {
+/// The service's `[redis]` table for one server (`url`) or a cluster (`cluster_urls`).
+pub fn redis_settings(url: Option<String>, cluster_urls: Option<Vec<String>>) -> RedisSettings {
+    RedisSettings {
+        url: url.map(Secret::new),
+        cluster_urls: cluster_urls.map(|urls| urls.into_iter().map(Secret::new).collect()),
+        key_prefix: "wxjssdk".into(),
+        pool_size: 8,
+        timeout_ms: 1000,
+    }
+}
+
+fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> Settings {
     let app = |appid: &str| AppSettings {
         appid: appid.to_string(),
         secret: Secret::new(SECRET),
@@ -194,12 +426,7 @@ fn settings(options: &Options, redis: Option<&TestRedis>, api_base: &str) -> Set
             bind: "127.0.0.1:0".into(),
             workers: Some(2),
         },
-        redis: redis.map(|r| RedisSettings {
-            url: Secret::new(r.url()),
-            key_prefix: "wxjssdk".into(),
-            pool_size: 8,
-            timeout_ms: 1000,
-        }),
+        redis,
         wechat: WechatSettings {
             api_base: api_base.to_string(),
             token_mode: options.token_mode,
@@ -218,6 +445,7 @@ impl TestApp {
             self.sandbox.clone(),
             self.sandbox_url.clone(),
             self.redis.clone(),
+            self.cluster.clone(),
             self.options.clone(),
         )
     }
@@ -226,6 +454,12 @@ impl TestApp {
         self.redis
             .as_deref()
             .expect("this test app runs with redis")
+    }
+
+    pub fn cluster(&self) -> &TestCluster {
+        self.cluster
+            .as_deref()
+            .expect("this test app runs with a redis cluster")
     }
 
     /// `GET` a path of the service.

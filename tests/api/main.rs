@@ -1,6 +1,7 @@
 //! Integration tests: the real service, a private Redis and the sandbox WeChat API.
 
 mod cache;
+mod cluster;
 mod config;
 mod deployment;
 mod dev;

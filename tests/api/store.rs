@@ -15,7 +15,8 @@ fn record(value: &str, renew_at: u64, expires_at: u64) -> Record {
     }
 }
 
-async fn check_semantics(store: &Store) {
+/// The contract of every store; also run against a Redis Cluster (`cluster.rs`).
+pub async fn check_semantics(store: &Store) {
     let now = now_ms();
     let newer = record("newer", now + 50_000, now + 60_000);
     let older = record("older", now + 40_000, now + 50_000);
@@ -101,7 +102,8 @@ async fn redis_store_semantics() {
     let redis = TestRedis::start();
     let store = Store::Redis(
         RedisStore::new(&RedisSettings {
-            url: Secret::new(redis.url()),
+            url: Some(Secret::new(redis.url())),
+            cluster_urls: None,
             key_prefix: "t".into(),
             pool_size: 2,
             timeout_ms: 1000,
