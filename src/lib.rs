@@ -13,6 +13,7 @@
 //! actix-web server, [`error`] maps every failure to one JSON error shape, and
 //! [`sandbox`] is a stand-in for the WeChat API used by tests and `--dev`.
 
+pub mod access_log;
 pub mod cache;
 pub mod configuration;
 pub mod error;

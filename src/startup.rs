@@ -4,9 +4,9 @@
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpServer};
 
+use crate::access_log;
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
 use crate::configuration::Settings;
 use crate::routes::{self, AppState, Apps};
@@ -83,12 +83,7 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
     let wechat_settings = settings.wechat.clone();
     let mut server = HttpServer::new(move || {
         App::new()
-            // The path without the query: nothing a client sends is logged verbatim.
-            .wrap(
-                Logger::new("%a \"%{method}xi %U\" %s %Dms")
-                    .custom_request_replace("method", |req| req.method().to_string())
-                    .exclude("/healthz"),
-            )
+            .wrap(actix_web::middleware::from_fn(access_log::log_request))
             .app_data(state.clone())
             // awc clients are bound to their thread: one per worker.
             .app_data(web::Data::new(WechatClient::new(&wechat_settings)))
