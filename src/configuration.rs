@@ -167,6 +167,8 @@ pub enum TokenMode {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WechatSettings {
     pub api_base: String,
+    /// The WeChat Work API, for apps of `kind = "work"`.
+    pub work_api_base: String,
     pub token_mode: TokenMode,
     /// Bound on one call to WeChat.
     pub timeout_ms: u64,
@@ -196,13 +198,75 @@ pub struct CacheSettings {
     pub local_recheck_ms: u64,
 }
 
+/// What kind of WeChat app a `[apps.NAME]` table describes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppKind {
+    /// An official account (公众号): `api.weixin.qq.com`.
+    #[default]
+    Official,
+    /// A WeChat Work (企业微信) application: `qyapi.weixin.qq.com`.
+    Work,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct AppSettings {
+    #[serde(default)]
+    pub kind: AppKind,
+    /// The AppID of an official account, or the CorpID of a WeChat Work corp
+    /// (`corpid` in the file): the `appId` of `wx.config` either way.
+    #[serde(alias = "corpid")]
     pub appid: String,
+    /// The AppSecret, or the Secret of the WeChat Work application (`corpsecret`).
+    #[serde(alias = "corpsecret")]
     pub secret: Secret,
+    /// WeChat Work only: the application's AgentId, for `wx.agentConfig`.
+    pub agentid: Option<String>,
     /// The Token entered in the account's server configuration, used to verify
-    /// that requests to the server URL come from WeChat.
-    pub token: Secret,
+    /// that requests to the server URL come from WeChat (official accounts).
+    pub token: Option<Secret>,
+    /// Whose credentials these are in the shared cache: the AppID, or for WeChat
+    /// Work `CORPID/AGENTID`, since every application of a corp has its own token.
+    #[serde(skip)]
+    cache_id: String,
+}
+
+impl AppSettings {
+    /// An official account.
+    pub fn official(appid: &str, secret: Secret, token: Secret) -> Self {
+        Self::finish(Self {
+            kind: AppKind::Official,
+            appid: appid.to_string(),
+            secret,
+            agentid: None,
+            token: Some(token),
+            cache_id: String::new(),
+        })
+    }
+
+    /// A WeChat Work application.
+    pub fn work(corpid: &str, secret: Secret, agentid: &str) -> Self {
+        Self::finish(Self {
+            kind: AppKind::Work,
+            appid: corpid.to_string(),
+            secret,
+            agentid: Some(agentid.to_string()),
+            token: None,
+            cache_id: String::new(),
+        })
+    }
+
+    fn finish(mut self) -> Self {
+        self.cache_id = match (self.kind, &self.agentid) {
+            (AppKind::Work, Some(agentid)) => format!("{}/{agentid}", self.appid),
+            _ => self.appid.clone(),
+        };
+        self
+    }
+
+    pub fn cache_id(&self) -> &str {
+        &self.cache_id
+    }
 }
 
 /// A string that must never be printed: `Debug` and `Display` show `***`.
@@ -247,9 +311,10 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 10] = [
+const DEFAULTS: [(&str, &str); 11] = [
     ("server.bind", "127.0.0.1:8080"),
     ("wechat.api_base", "https://api.weixin.qq.com"),
+    ("wechat.work_api_base", "https://qyapi.weixin.qq.com"),
     ("wechat.token_mode", "stable"),
     ("wechat.timeout_ms", "5000"),
     ("wechat.retries", "2"),
@@ -308,8 +373,11 @@ impl Settings {
             .source(environment);
         let raw = builder.add_source(env).build()?;
         let raw = Self::with_redis_defaults(raw)?;
-        let settings: Settings = raw.try_deserialize()?;
+        let mut settings: Settings = raw.try_deserialize()?;
         settings.validate()?;
+        for app in settings.apps.values_mut() {
+            *app = AppSettings::finish(app.clone());
+        }
         Ok(settings)
     }
 
@@ -336,16 +404,26 @@ impl Settings {
             if app.secret.expose().is_empty() {
                 return Err(invalid(key("secret"), "is empty"));
             }
-            if app.token.expose().is_empty() {
-                return Err(invalid(key("token"), "is empty"));
+            let has =
+                |value: &Option<Secret>| value.as_ref().is_some_and(|v| !v.expose().is_empty());
+            match app.kind {
+                AppKind::Official if !has(&app.token) => {
+                    return Err(invalid(key("token"), "is required for an official account"));
+                }
+                AppKind::Work if app.agentid.as_deref().is_none_or(|a| a.trim().is_empty()) => {
+                    return Err(invalid(key("agentid"), "is required for a WeChat Work app"));
+                }
+                _ => {}
             }
         }
         let scheme_ok = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-        if !scheme_ok(&self.wechat.api_base) {
-            return Err(invalid(
-                "wechat.api_base",
-                "must start with http:// or https://",
-            ));
+        for (key, base) in [
+            ("wechat.api_base", &self.wechat.api_base),
+            ("wechat.work_api_base", &self.wechat.work_api_base),
+        ] {
+            if !scheme_ok(base) {
+                return Err(invalid(key, "must start with http:// or https://"));
+            }
         }
         if let Some(redis) = &self.redis {
             redis.topology()?;

@@ -67,6 +67,10 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("no such route")]
     NotFound,
+    #[error("this app has no server token: only official accounts' server URLs are verified here")]
+    NoServerToken,
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("this method is not allowed here")]
     MethodNotAllowed,
     #[error("WeChat failed: {0}")]
@@ -87,6 +91,8 @@ impl ApiError {
             Self::UnknownApp(_) | Self::NoDefaultApp => "unknown_app",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::NotFound => "not_found",
+            Self::NoServerToken => "no_server_token",
+            Self::Unsupported(_) => "unsupported",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable(_) => "unavailable",
@@ -127,7 +133,10 @@ impl ResponseError for ApiError {
             | Self::MissingParameter(_)
             | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::InvalidSignature => StatusCode::UNAUTHORIZED,
-            Self::UnknownApp(_) | Self::NoDefaultApp | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::UnknownApp(_) | Self::NoDefaultApp | Self::NotFound | Self::NoServerToken => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,

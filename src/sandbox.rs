@@ -1,24 +1,30 @@
-//! An in-process stand-in for the WeChat official-account API (`https://api.weixin.qq.com`).
+//! An in-process stand-in for the WeChat API: official accounts (`api.weixin.qq.com`)
+//! and WeChat Work (`qyapi.weixin.qq.com`), whose paths do not collide, so one sandbox
+//! serves both bases.
 //!
-//! Integration tests, the `--dev` demo mode and the local docker-compose stack point the
-//! service at this sandbox instead of WeChat, so that token/ticket caching can be exercised
-//! without real credentials, quotas or network access.
+//! Integration tests, the `--dev` demo mode and the local stack point the service at this
+//! sandbox instead of WeChat, so that token/ticket caching can be exercised without real
+//! credentials, quotas or network access.
 //!
-//! It mirrors the three endpoints the service depends on, with the upstream semantics that
+//! It mirrors the endpoints the service depends on, with the upstream semantics that
 //! matter for caching (see the WeChat API notes in the README):
 //! - `GET /cgi-bin/token`: every call mints a new token; earlier ones die after a grace period.
-//! - `POST /cgi-bin/stable_token`: one current token per appid, independent of the classic one.
-//! - `GET /cgi-bin/ticket/getticket`: jsapi / wx_card tickets, optionally reused like WeChat Work.
+//! - `POST /cgi-bin/stable_token`: one current token per appid, independent of the classic
+//!   one, rotated in the last quarter of its life.
+//! - `GET /cgi-bin/ticket/getticket`: jsapi / wx_card tickets, optionally reused (the same
+//!   ticket with a fresh `expires_in`, as WeChat Work does).
+//! - WeChat Work: `GET /cgi-bin/gettoken` (the same token while it lasts),
+//!   `GET /cgi-bin/get_jsapi_ticket` and `GET /cgi-bin/ticket/get?type=agent_config`.
 //!
 //! Tests steer it through [`Sandbox`] methods, or over HTTP through `/sandbox/*` when the
 //! sandbox runs as a separate process: call counters, injected errcodes and delays, a
 //! configurable `expires_in`, and revocation ("someone else refreshed the token").
 //!
 //! Deliberately not modelled: the caller-IP whitelist (40164), daily quotas (45009) and the
-//! force-refresh rate limit, WeChat rotating the stable token ~5 minutes early, the WeChat Work
-//! (`qyapi`) endpoints, message pushes, and persistence across restarts. Time comes from
-//! [`Instant`], so expiry is real wall-clock expiry; tests get "expired" states through a zero
-//! `expires_in` or grace period rather than by waiting.
+//! force-refresh rate limit, the separate agent tickets of a corp's applications, message
+//! pushes, and persistence across restarts. Time comes from [`Instant`], so expiry is real
+//! wall-clock expiry; tests get "expired" states through a zero `expires_in` or grace
+//! period rather than by waiting.
 //!
 //! Like WeChat, every API error is an HTTP 200 with `{"errcode": N, "errmsg": "..."}`.
 //! Handlers never panic on bad input, and a poisoned mutex is recovered rather than propagated.
@@ -73,6 +79,13 @@ pub struct CallCounts {
     pub stable_token: u64,
     /// The subset of `stable_token` calls with `force_refresh=true`.
     pub stable_token_force: u64,
+    /// WeChat Work: `gettoken`, `get_jsapi_ticket` and agent-ticket calls.
+    #[serde(default)]
+    pub work_token: u64,
+    #[serde(default)]
+    pub work_jsapi_ticket: u64,
+    #[serde(default)]
+    pub agent_ticket: u64,
     pub getticket: u64,
 }
 
@@ -105,6 +118,23 @@ pub enum Endpoint {
     /// Serialised as `get_ticket`; `getticket` (the URL spelling) is accepted too.
     #[serde(alias = "getticket")]
     GetTicket,
+    /// WeChat Work `cgi-bin/gettoken`.
+    #[serde(alias = "gettoken")]
+    WorkToken,
+    /// WeChat Work `cgi-bin/get_jsapi_ticket` (the corp's `wx.config` ticket).
+    #[serde(alias = "get_jsapi_ticket")]
+    WorkJsapiTicket,
+    /// WeChat Work `cgi-bin/ticket/get?type=agent_config` (`wx.agentConfig`).
+    AgentTicket,
+}
+
+/// WeChat Work answers carry `errcode: 0` on success too.
+fn with_ok(mut answer: Value) -> Value {
+    if let Some(fields) = answer.as_object_mut() {
+        fields.insert("errcode".into(), json!(0));
+        fields.insert("errmsg".into(), json!("ok"));
+    }
+    answer
 }
 
 /// A WeChat-style error answer.
@@ -154,10 +184,12 @@ fn deadline(now: Instant, secs: u64) -> Instant {
     now.checked_add(lifetime).unwrap_or(now)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum TokenKind {
     Classic,
     Stable,
+    /// WeChat Work: like a stable token, the same one is handed out while it lasts.
+    Work,
 }
 
 /// Why a token stops working, which decides the errcode once it is past its expiry.
@@ -181,6 +213,11 @@ struct TokenRec {
 enum TicketKind {
     Jsapi,
     WxCard,
+    /// WeChat Work: the corp's jsapi ticket.
+    CorpJsapi,
+    /// WeChat Work: an application's agent_config ticket (one per corp here: the sandbox
+    /// does not tell a corp's applications apart).
+    Agent,
 }
 
 impl TicketKind {
@@ -230,8 +267,8 @@ struct State {
     calls: CallCounts,
     faults: Vec<Fault>,
     tokens: HashMap<String, TokenRec>,
-    /// appid -> its current stable token.
-    stable: HashMap<String, String>,
+    /// (kind, appid) -> its current stable or WeChat Work token.
+    current: HashMap<(TokenKind, String), String>,
     tickets: HashMap<String, TicketRec>,
     /// (appid, kind) -> newest ticket issued.
     newest_ticket: HashMap<(String, TicketKind), String>,
@@ -248,7 +285,7 @@ impl State {
             calls: CallCounts::default(),
             faults: Vec::new(),
             tokens: HashMap::new(),
-            stable: HashMap::new(),
+            current: HashMap::new(),
             tickets: HashMap::new(),
             newest_ticket: HashMap::new(),
             prune_at: PRUNE_MIN,
@@ -264,6 +301,9 @@ impl State {
                 c.stable_token_force += u64::from(force);
             }
             Endpoint::GetTicket => c.getticket += 1,
+            Endpoint::WorkToken => c.work_token += 1,
+            Endpoint::WorkJsapiTicket => c.work_jsapi_ticket += 1,
+            Endpoint::AgentTicket => c.agent_ticket += 1,
         }
     }
 
@@ -321,6 +361,7 @@ impl State {
         let prefix = match kind {
             TokenKind::Classic => "sbx-at-",
             TokenKind::Stable => "sbx-st-",
+            TokenKind::Work => "sbx-wt-",
         };
         let token = format!("{prefix}{}", Uuid::new_v4().simple());
         let rec = TokenRec {
@@ -330,8 +371,8 @@ impl State {
             status: TokenStatus::Live,
         };
         self.tokens.insert(token.clone(), rec);
-        if kind == TokenKind::Stable {
-            self.stable.insert(appid.to_owned(), token.clone());
+        if kind != TokenKind::Classic {
+            self.current.insert((kind, appid.to_owned()), token.clone());
         }
         log::debug!("sandbox: minted {kind:?} token for {appid}");
         json!({ "access_token": token, "expires_in": self.expires_in })
@@ -361,19 +402,31 @@ impl State {
             req.secret.as_deref(),
         )?;
         if !req.force_refresh.unwrap_or(false) {
-            if let Some(answer) = self.current_stable(&appid, now) {
+            if let Some(answer) = self.current_token(TokenKind::Stable, &appid, now) {
                 return Ok(answer);
             }
         }
         Ok(self.mint_token(&appid, TokenKind::Stable, now))
     }
 
+    /// WeChat Work `gettoken`: the corp application's current token while it lasts.
+    fn work_token(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
+        let get = |k: &str| q.get(k).map(String::as_str);
+        let corpid =
+            self.check_credentials(Some("client_credential"), get("corpid"), get("corpsecret"))?;
+        let answer = match self.current_token(TokenKind::Work, &corpid, now) {
+            Some(answer) => answer,
+            None => self.mint_token(&corpid, TokenKind::Work, now),
+        };
+        Ok(with_ok(answer))
+    }
+
     /// The current stable token with its remaining lifetime, if it is still usable and
     /// not yet in its last stretch: like WeChat, which hands out a new stable token about
     /// 5 minutes before the current one expires (here: a quarter of `expires_in`, at
     /// most 300 s, so that short test windows rotate too).
-    fn current_stable(&self, appid: &str, now: Instant) -> Option<Value> {
-        let token = self.stable.get(appid)?;
+    fn current_token(&self, kind: TokenKind, appid: &str, now: Instant) -> Option<Value> {
+        let token = self.current.get(&(kind, appid.to_owned()))?;
         self.check_token(token, now).ok()?;
         let rec = self.tokens.get(token)?;
         let remaining = rec.expires_at.saturating_duration_since(now);
@@ -385,9 +438,37 @@ impl State {
     }
 
     fn get_ticket(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
+        let kind = TicketKind::parse(q.get("type").map(String::as_str));
+        self.issue_ticket(q, kind, now)
+    }
+
+    /// WeChat Work `get_jsapi_ticket`.
+    fn work_jsapi_ticket(
+        &mut self,
+        q: &HashMap<String, String>,
+        now: Instant,
+    ) -> Result<Value, WxErr> {
+        self.issue_ticket(q, Ok(TicketKind::CorpJsapi), now)
+    }
+
+    /// WeChat Work `ticket/get?type=agent_config`.
+    fn agent_ticket(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
+        let kind = match q.get("type").map(String::as_str) {
+            Some("agent_config") => Ok(TicketKind::Agent),
+            _ => Err(BAD_TICKET_TYPE),
+        };
+        self.issue_ticket(q, kind, now)
+    }
+
+    fn issue_ticket(
+        &mut self,
+        q: &HashMap<String, String>,
+        kind: Result<TicketKind, WxErr>,
+        now: Instant,
+    ) -> Result<Value, WxErr> {
         let token = q.get("access_token").filter(|t| !t.is_empty());
         let appid = self.check_token(token.ok_or(TOKEN_MISSING)?, now)?;
-        let kind = TicketKind::parse(q.get("type").map(String::as_str))?;
+        let kind = kind?;
         let ticket = match self.reusable_ticket(&appid, kind, now) {
             Some(ticket) => ticket,
             None => self.mint_ticket(&appid, kind, now),
@@ -415,6 +496,8 @@ impl State {
         let prefix = match kind {
             TicketKind::Jsapi => "sbx-tk-",
             TicketKind::WxCard => "sbx-ck-",
+            TicketKind::CorpJsapi => "sbx-cj-",
+            TicketKind::Agent => "sbx-ag-",
         };
         let ticket = format!("{prefix}{}", Uuid::new_v4().simple());
         let rec = TicketRec {
@@ -485,7 +568,28 @@ impl Sandbox {
             "/cgi-bin/ticket/getticket",
             web::get().to(move |req: HttpRequest| s.clone().ticket_handler(req)),
         );
+        self.configure_work(cfg);
         self.configure_control(cfg);
+    }
+
+    /// The WeChat Work endpoints (`qyapi.weixin.qq.com`): the service's `work_api_base`
+    /// points here as well as its `api_base`, as the paths do not collide.
+    fn configure_work(&self, cfg: &mut web::ServiceConfig) {
+        let s = self.clone();
+        cfg.route(
+            "/cgi-bin/gettoken",
+            web::get().to(move |req: HttpRequest| s.clone().work_token_handler(req)),
+        );
+        let s = self.clone();
+        cfg.route(
+            "/cgi-bin/get_jsapi_ticket",
+            web::get().to(move |req: HttpRequest| s.clone().work_jsapi_ticket_handler(req)),
+        );
+        let s = self.clone();
+        cfg.route(
+            "/cgi-bin/ticket/get",
+            web::get().to(move |req: HttpRequest| s.clone().agent_ticket_handler(req)),
+        );
     }
 
     fn configure_control(&self, cfg: &mut web::ServiceConfig) {
@@ -598,12 +702,31 @@ impl Sandbox {
     /// Every jsapi ticket of `appid` that is still valid: a page signed with any of
     /// them passes `wx.config`.
     pub fn valid_tickets(&self, appid: &str) -> Vec<String> {
+        self.valid_of_kind(appid, TicketKind::Jsapi)
+    }
+
+    /// Every valid card api_ticket of `appid`.
+    pub fn valid_card_tickets(&self, appid: &str) -> Vec<String> {
+        self.valid_of_kind(appid, TicketKind::WxCard)
+    }
+
+    /// Every valid WeChat Work jsapi ticket of `corpid` (`wx.config`).
+    pub fn valid_corp_tickets(&self, corpid: &str) -> Vec<String> {
+        self.valid_of_kind(corpid, TicketKind::CorpJsapi)
+    }
+
+    /// Every valid WeChat Work agent ticket of `corpid` (`wx.agentConfig`).
+    pub fn valid_agent_tickets(&self, corpid: &str) -> Vec<String> {
+        self.valid_of_kind(corpid, TicketKind::Agent)
+    }
+
+    fn valid_of_kind(&self, appid: &str, kind: TicketKind) -> Vec<String> {
         let now = Instant::now();
         let state = self.lock();
         state
             .tickets
             .iter()
-            .filter(|(_, t)| t.appid == appid && t.kind == TicketKind::Jsapi && t.expires_at > now)
+            .filter(|(_, t)| t.appid == appid && t.kind == kind && t.expires_at > now)
             .map(|(ticket, _)| ticket.clone())
             .collect()
     }
@@ -647,6 +770,30 @@ impl Sandbox {
             Err(_) => Err(DATA_FORMAT),
         };
         respond(result)
+    }
+
+    async fn work_token_handler(self, req: HttpRequest) -> HttpResponse {
+        if let Some(resp) = self.enter(Endpoint::WorkToken, false).await {
+            return resp;
+        }
+        respond(self.lock().work_token(&query_map(&req), Instant::now()))
+    }
+
+    async fn work_jsapi_ticket_handler(self, req: HttpRequest) -> HttpResponse {
+        if let Some(resp) = self.enter(Endpoint::WorkJsapiTicket, false).await {
+            return resp;
+        }
+        respond(
+            self.lock()
+                .work_jsapi_ticket(&query_map(&req), Instant::now()),
+        )
+    }
+
+    async fn agent_ticket_handler(self, req: HttpRequest) -> HttpResponse {
+        if let Some(resp) = self.enter(Endpoint::AgentTicket, false).await {
+            return resp;
+        }
+        respond(self.lock().agent_ticket(&query_map(&req), Instant::now()))
     }
 
     async fn ticket_handler(self, req: HttpRequest) -> HttpResponse {

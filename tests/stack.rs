@@ -246,6 +246,7 @@ async fn a_cold_burst_through_nginx_is_signed_by_every_instance_with_one_upstrea
             stable_token: 1,
             stable_token_force: 0,
             getticket: 1,
+            ..CallCounts::default()
         },
         "{REQUESTS} requests over {INSTANCES} instances should fetch one token and one ticket"
     );

@@ -41,8 +41,8 @@ pub use record::{now_ms, Record};
 pub use redis::RedisStore;
 pub use store::{Store, StoreError};
 
-use crate::configuration::{AppSettings, CacheSettings, TokenMode};
-use crate::wechat::{Fetched, WechatClient, WechatError};
+use crate::configuration::{AppKind, AppSettings, CacheSettings, TokenMode};
+use crate::wechat::{Fetched, TicketKind, WechatClient, WechatError};
 use local::LocalTier;
 use outage::OutageLog;
 
@@ -65,15 +65,18 @@ pub enum CacheError {
     LockWaitTimeout(&'static str),
 }
 
-/// The credentials the cache holds for each app.
+/// The credentials the cache holds for each app: its access token, and the tickets
+/// fetched with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
     AccessToken,
     JsapiTicket,
+    CardTicket,
+    AgentTicket,
 }
 
 impl Credential {
-    const COUNT: usize = 2;
+    const COUNT: usize = 4;
 
     fn index(self) -> usize {
         self as usize
@@ -83,6 +86,18 @@ impl Credential {
         match self {
             Self::AccessToken => "access_token",
             Self::JsapiTicket => "jsapi_ticket",
+            Self::CardTicket => "card_ticket",
+            Self::AgentTicket => "agent_ticket",
+        }
+    }
+
+    /// The WeChat ticket this credential is, if it is one.
+    fn ticket(self) -> Option<TicketKind> {
+        match self {
+            Self::AccessToken => None,
+            Self::JsapiTicket => Some(TicketKind::Jsapi),
+            Self::CardTicket => Some(TicketKind::Card),
+            Self::AgentTicket => Some(TicketKind::Agent),
         }
     }
 }
@@ -160,9 +175,19 @@ impl CredentialCache {
         &self.store
     }
 
-    /// A usable JS-SDK ticket for the app.
+    /// A usable JS-SDK ticket for the app (`wx.config`).
     pub async fn jsapi_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
         self.get(ctx, Credential::JsapiTicket, None).await
+    }
+
+    /// A usable card api_ticket for the app (`wx.chooseCard`, `wx.addCard`).
+    pub async fn card_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
+        self.get(ctx, Credential::CardTicket, None).await
+    }
+
+    /// A usable agent ticket for the WeChat Work app (`wx.agentConfig`).
+    pub async fn agent_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
+        self.get(ctx, Credential::AgentTicket, None).await
     }
 
     /// A usable access token for the app.
@@ -179,18 +204,18 @@ impl CredentialCache {
         credential: Credential,
         rejected: Option<&str>,
     ) -> Outcome {
-        let copy = self.local.get(&ctx.app.appid, credential);
+        let copy = self.local.get(ctx.app.cache_id(), credential);
         if let Some(copy) = copy.filter(|c| acceptable(&c.record, rejected)) {
             if copy.check_is_due() {
                 self.start_job(
                     ctx,
-                    &Slot::new(&self.keys, &ctx.app.appid, credential),
+                    &Slot::new(&self.keys, ctx.app.cache_id(), credential),
                     None,
                 );
             }
             return Ok(copy.record);
         }
-        let slot = Slot::new(&self.keys, &ctx.app.appid, credential);
+        let slot = Slot::new(&self.keys, ctx.app.cache_id(), credential);
         let outcome = self.wait_for_job(ctx, &slot, rejected).await;
         match (&outcome, rejected) {
             // We joined a job that started before the rejection and renewed nothing:
@@ -383,25 +408,29 @@ impl CredentialCache {
         credential: Credential,
         force: bool,
     ) -> Result<Fetched, CacheError> {
-        match credential {
-            Credential::AccessToken => self.fetch_token(ctx, force).await,
-            Credential::JsapiTicket => self.fetch_ticket(ctx).await,
+        match credential.ticket() {
+            None => self.fetch_token(ctx, force).await,
+            Some(kind) => self.fetch_ticket(ctx, kind).await,
         }
     }
 
     /// Fetches a ticket with the current token. If WeChat says that token is no longer
     /// good, it is dropped (only if it is still the current one: another instance may
     /// have replaced it already) and the ticket is fetched once more with a new one.
-    async fn fetch_ticket(self: &Arc<Self>, ctx: &Context) -> Result<Fetched, CacheError> {
+    async fn fetch_ticket(
+        self: &Arc<Self>,
+        ctx: &Context,
+        kind: TicketKind,
+    ) -> Result<Fetched, CacheError> {
         let token = self.get(ctx, Credential::AccessToken, None).await?;
-        match ctx.wechat.jsapi_ticket(&token.value).await {
+        match ctx.wechat.ticket(&ctx.app, kind, &token.value).await {
             Err(WechatError::InvalidCredential(code)) => {
                 log::warn!(
                     "WeChat rejected the access_token of {} (errcode {code}); replacing it once",
                     ctx.app.appid
                 );
                 let token = self.replace_access_token(ctx, &token).await?;
-                Ok(ctx.wechat.jsapi_ticket(&token.value).await?)
+                Ok(ctx.wechat.ticket(&ctx.app, kind, &token.value).await?)
             }
             other => Ok(other?),
         }
@@ -410,9 +439,9 @@ impl CredentialCache {
     /// Drops a token WeChat rejected, everywhere it is still the current one, and gets
     /// another: the one another instance already put in its place, or a new one.
     async fn replace_access_token(self: &Arc<Self>, ctx: &Context, rejected: &Record) -> Outcome {
-        let key = self.keys.value(&ctx.app.appid, Credential::AccessToken);
+        let key = self.keys.value(ctx.app.cache_id(), Credential::AccessToken);
         self.local
-            .remove_if(&ctx.app.appid, Credential::AccessToken, &rejected.value);
+            .remove_if(ctx.app.cache_id(), Credential::AccessToken, &rejected.value);
         self.store
             .delete_if_equals(&key, &rejected.to_json())
             .await?;
@@ -424,8 +453,9 @@ impl CredentialCache {
     /// which is granted only within WeChat's limits, counted across the deployment.
     async fn fetch_token(&self, ctx: &Context, replacing: bool) -> Result<Fetched, CacheError> {
         let force = replacing
+            && ctx.app.kind == AppKind::Official
             && self.token_mode == TokenMode::Stable
-            && self.may_force_refresh(&ctx.app.appid).await?;
+            && self.may_force_refresh(ctx.app.cache_id()).await?;
         Ok(ctx
             .wechat
             .access_token(&ctx.app, self.token_mode, force)

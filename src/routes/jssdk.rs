@@ -2,17 +2,14 @@
 //! The ticket itself never leaves the service.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::params::{from_body, from_query};
 use super::{AppState, SelectedApp};
-use crate::cache::Context;
+use crate::configuration::AppKind;
 use crate::error::ApiError;
 use crate::wechat::signature::{nonce, page_url, sign_url};
 use crate::wechat::WechatClient;
-
-/// Request bodies are tiny (`{"url": ...}`); anything larger is refused.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 struct UrlParam {
@@ -27,6 +24,20 @@ struct JssdkConfig<'a> {
     nonce_str: String,
     signature: String,
     url: &'a str,
+    /// WeChat Work apps: what `wx.agentConfig` needs as well.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_config: Option<AgentConfig<'a>>,
+}
+
+/// `wx.agentConfig`: the same signature rule over the same URL, with the agent ticket.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentConfig<'a> {
+    corpid: &'a str,
+    agentid: &'a str,
+    timestamp: u64,
+    nonce_str: String,
+    signature: String,
 }
 
 pub async fn config(
@@ -38,65 +49,41 @@ pub async fn config(
 ) -> Result<HttpResponse, ApiError> {
     let raw = requested_url(&req, payload).await?;
     let url = page_url(&raw)?;
-    let ctx = Context {
-        app: app.0.clone(),
-        wechat: wechat.into_inner(),
-    };
+    let ctx = app.context(wechat);
     let ticket = state.cache.jsapi_ticket(&ctx).await?;
     let timestamp = crate::cache::now_ms() / 1000;
+    let agent_config = match app.0.agentid.as_deref() {
+        Some(agentid) if app.0.kind == AppKind::Work => {
+            let agent_ticket = state.cache.agent_ticket(&ctx).await?;
+            let nonce_str = nonce();
+            Some(AgentConfig {
+                corpid: &app.0.appid,
+                agentid,
+                timestamp,
+                signature: sign_url(&agent_ticket.value, &nonce_str, timestamp, url),
+                nonce_str,
+            })
+        }
+        _ => None,
+    };
     let nonce_str = nonce();
-    let signature = sign_url(&ticket.value, &nonce_str, timestamp, url);
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(JssdkConfig {
             app_id: &app.0.appid,
             timestamp,
+            signature: sign_url(&ticket.value, &nonce_str, timestamp, url),
             nonce_str,
-            signature,
             url,
+            agent_config,
         }))
 }
 
 /// The page URL, from `?url=` or, on POST, a JSON body or a form field.
 async fn requested_url(req: &HttpRequest, payload: web::Payload) -> Result<String, ApiError> {
-    let query: UrlParam = serde_urlencoded::from_str(req.query_string())
-        .map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
-    if let Some(url) = query.url {
+    if let Some(url) = from_query::<UrlParam>(req)?.url {
         return Ok(url);
     }
-    let body = read_body(payload).await?;
-    if body.is_empty() {
-        return Err(ApiError::MissingUrl);
-    }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let param: UrlParam = if content_type.starts_with("application/json") {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::InvalidBody(format!("not a JSON object with a string `url`: {e}"))
-        })?
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        serde_urlencoded::from_bytes(&body)
-            .map_err(|e| ApiError::InvalidBody(format!("not a valid form: {e}")))?
-    } else {
-        return Err(ApiError::InvalidBody(
-            "send the url as JSON (application/json) or a form (application/x-www-form-urlencoded)"
-                .into(),
-        ));
-    };
-    param.url.ok_or(ApiError::MissingUrl)
-}
-
-async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidBody(e.to_string()))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    let body: Option<UrlParam> = from_body(req, payload).await?;
+    body.and_then(|b| b.url).ok_or(ApiError::MissingUrl)
 }

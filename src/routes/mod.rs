@@ -2,8 +2,10 @@
 //! share: the state handed to handlers, the app a request is for, and the routing
 //! table (the one place to look to see where a request goes).
 
+mod card;
 mod health;
 mod jssdk;
+mod params;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -12,9 +14,10 @@ use std::sync::Arc;
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
-use crate::cache::CredentialCache;
+use crate::cache::{Context, CredentialCache};
 use crate::configuration::{AppSettings, Settings};
 use crate::error::ApiError;
+use crate::wechat::WechatClient;
 
 /// Shared by every worker.
 pub struct AppState {
@@ -65,6 +68,16 @@ impl Apps {
 /// on the short routes.
 pub struct SelectedApp(pub Arc<AppSettings>);
 
+impl SelectedApp {
+    /// What the cache needs to fetch this app's credentials on this worker.
+    pub fn context(&self, wechat: web::Data<WechatClient>) -> Context {
+        Context {
+            app: self.0.clone(),
+            wechat: wechat.into_inner(),
+        }
+    }
+}
+
 impl FromRequest for SelectedApp {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
@@ -94,7 +107,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
     .service(jssdk_resource("/wxJssdk/getJssdk"))
-    .service(jssdk_resource("/v1/apps/{name}/jssdk/config"));
+    .service(jssdk_resource("/v1/apps/{name}/jssdk/config"))
+    .service(with_methods(
+        web::resource("/v1/apps/{name}/card/sign")
+            .route(web::get().to(card::sign))
+            .route(web::post().to(card::sign)),
+    ));
 }
 
 fn verify_resource(path: &str) -> actix_web::Resource {

@@ -27,7 +27,8 @@ impl SignedQuery {
         let signature = required(&self.signature, "signature")?;
         let timestamp = required(&self.timestamp, "timestamp")?;
         let nonce = required(&self.nonce, "nonce")?;
-        if verify_server_signature(app.0.token.expose(), timestamp, nonce, signature) {
+        let token = app.0.token.as_ref().ok_or(ApiError::NoServerToken)?;
+        if verify_server_signature(token.expose(), timestamp, nonce, signature) {
             Ok(())
         } else {
             Err(ApiError::InvalidSignature)

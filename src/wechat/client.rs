@@ -9,7 +9,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::configuration::{AppSettings, TokenMode, WechatSettings};
+use crate::configuration::{AppKind, AppSettings, TokenMode, WechatSettings};
+
+/// The tickets WeChat hands out for page-side signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketKind {
+    /// `wx.config`: the official account's jsapi_ticket, or the WeChat Work corp's.
+    Jsapi,
+    /// `wx.chooseCard` / `wx.addCard`: an official account's `wx_card` api_ticket.
+    Card,
+    /// `wx.agentConfig`: a WeChat Work application's agent ticket.
+    Agent,
+}
 
 /// A value WeChat handed out, with its lifetime in seconds as WeChat stated it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +52,8 @@ pub enum WechatError {
     Api { code: i64, message: String },
     #[error("WeChat handed out the value it had issued before, too close to its expiry to use; asking again later")]
     StaleValue,
+    #[error("{0:?} tickets do not exist for this kind of app")]
+    NoSuchTicket(TicketKind),
     #[error("WeChat did not answer within {0} ms")]
     Timeout(u64),
     #[error("WeChat could not be reached: {0}")]
@@ -115,6 +128,7 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 pub struct WechatClient {
     http: awc::Client,
     api_base: String,
+    work_api_base: String,
     timeout: Duration,
     retries: u32,
 }
@@ -129,13 +143,15 @@ impl WechatClient {
         Self {
             http,
             api_base: settings.api_base.trim_end_matches('/').to_string(),
+            work_api_base: settings.work_api_base.trim_end_matches('/').to_string(),
             timeout,
             retries: settings.retries,
         }
     }
 
-    /// Fetches an access token. In stable mode `force_refresh` mints a new one
-    /// (WeChat allows that 20 times a day, 30 s apart); in classic mode every call does.
+    /// Fetches an access token. For an official account in stable mode
+    /// `force_refresh` mints a new one (WeChat allows that 20 times a day, 30 s apart);
+    /// in classic mode every call does. A WeChat Work app gets its corp token.
     pub async fn access_token(
         &self,
         app: &AppSettings,
@@ -152,45 +168,94 @@ impl WechatClient {
         mode: TokenMode,
         force_refresh: bool,
     ) -> Result<Fetched, WechatError> {
-        let answer = match mode {
-            TokenMode::Stable => {
+        let secret = app.secret.expose();
+        let answer = match (app.kind, mode) {
+            (AppKind::Work, _) => {
+                let query = [("corpid", app.appid.as_str()), ("corpsecret", secret)];
+                self.get(&self.work_api_base, "/cgi-bin/gettoken", &query)
+                    .await?
+            }
+            (AppKind::Official, TokenMode::Stable) => {
                 let body = StableTokenRequest {
                     grant_type: "client_credential",
                     appid: &app.appid,
-                    secret: app.secret.expose(),
+                    secret,
                     force_refresh,
                 };
                 let url = format!("{}/cgi-bin/stable_token", self.api_base);
                 self.read(self.http.post(url).send_json(&body)).await?
             }
-            TokenMode::Classic => {
-                let url = format!("{}/cgi-bin/token", self.api_base);
+            (AppKind::Official, TokenMode::Classic) => {
                 let query = [
                     ("grant_type", "client_credential"),
                     ("appid", app.appid.as_str()),
-                    ("secret", app.secret.expose()),
+                    ("secret", secret),
                 ];
-                let request = self.http.get(url).query(&query).map_err(decode_error)?;
-                self.read(request.send()).await?
+                self.get(&self.api_base, "/cgi-bin/token", &query).await?
             }
         };
         let token = answer.access_token.clone();
         answer.into_fetched(token)
     }
 
-    /// Fetches the JS-SDK ticket (`type=jsapi`) with a valid access token.
-    pub async fn jsapi_ticket(&self, access_token: &str) -> Result<Fetched, WechatError> {
-        self.with_retries(|| self.jsapi_ticket_once(access_token))
+    /// Fetches a ticket with a valid access token: the JS-SDK ticket (`wx.config`), the
+    /// card api_ticket of an official account, or a WeChat Work agent ticket
+    /// (`wx.agentConfig`).
+    pub async fn ticket(
+        &self,
+        app: &AppSettings,
+        kind: TicketKind,
+        access_token: &str,
+    ) -> Result<Fetched, WechatError> {
+        self.with_retries(|| self.ticket_once(app, kind, access_token))
             .await
     }
 
-    async fn jsapi_ticket_once(&self, access_token: &str) -> Result<Fetched, WechatError> {
-        let url = format!("{}/cgi-bin/ticket/getticket", self.api_base);
-        let query = [("access_token", access_token), ("type", "jsapi")];
-        let request = self.http.get(url).query(&query).map_err(decode_error)?;
-        let answer = self.read(request.send()).await?;
+    async fn ticket_once(
+        &self,
+        app: &AppSettings,
+        kind: TicketKind,
+        access_token: &str,
+    ) -> Result<Fetched, WechatError> {
+        let token = ("access_token", access_token);
+        let answer = match (app.kind, kind) {
+            (AppKind::Official, TicketKind::Jsapi) => {
+                let query = [token, ("type", "jsapi")];
+                self.get(&self.api_base, "/cgi-bin/ticket/getticket", &query)
+                    .await?
+            }
+            (AppKind::Official, TicketKind::Card) => {
+                let query = [token, ("type", "wx_card")];
+                self.get(&self.api_base, "/cgi-bin/ticket/getticket", &query)
+                    .await?
+            }
+            (AppKind::Work, TicketKind::Jsapi) => {
+                self.get(&self.work_api_base, "/cgi-bin/get_jsapi_ticket", &[token])
+                    .await?
+            }
+            (AppKind::Work, TicketKind::Agent) => {
+                let query = [token, ("type", "agent_config")];
+                self.get(&self.work_api_base, "/cgi-bin/ticket/get", &query)
+                    .await?
+            }
+            (_, kind) => return Err(WechatError::NoSuchTicket(kind)),
+        };
         let ticket = answer.ticket.clone();
         answer.into_fetched(ticket)
+    }
+
+    async fn get(
+        &self,
+        base: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Answer, WechatError> {
+        let request = self
+            .http
+            .get(format!("{base}{path}"))
+            .query(&query)
+            .map_err(decode_error)?;
+        self.read(request.send()).await
     }
 
     /// Runs `call`, retrying transient failures up to `retries` times with exponential

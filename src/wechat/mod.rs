@@ -4,4 +4,4 @@
 pub mod client;
 pub mod signature;
 
-pub use client::{Fetched, WechatClient, WechatError};
+pub use client::{Fetched, TicketKind, WechatClient, WechatError};

@@ -39,6 +39,14 @@ pub fn sign_url(ticket: &str, nonce: &str, timestamp: u64, url: &str) -> String 
     ])
 }
 
+/// A card signature (`cardSign` of `wx.chooseCard`, the `signature` in `wx.addCard`'s
+/// `cardExt`): the values, api_ticket included, sorted as strings, concatenated, SHA-1.
+pub fn sign_card(values: &[&str]) -> String {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sha1_hex(&sorted.iter().map(|v| v.as_bytes()).collect::<Vec<_>>())
+}
+
 /// Whether a request carrying `signature, timestamp, nonce` comes from WeChat: the
 /// SHA-1 of the three strings `[token, timestamp, nonce]`, sorted and concatenated,
 /// must equal `signature`. The comparison is constant-time so that the expected
@@ -135,6 +143,14 @@ mod tests {
             "xxxxxx",
             ""
         ));
+    }
+
+    #[test]
+    fn card_signature_is_over_the_sorted_values() {
+        // sorted: "1404896688" < "card" < "ticket"
+        let expected = sha1_hex(&[b"1404896688cardticket"]);
+        assert_eq!(sign_card(&["ticket", "1404896688", "card"]), expected);
+        assert_eq!(sign_card(&["card", "ticket", "1404896688", ""]), expected);
     }
 
     #[test]

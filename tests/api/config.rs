@@ -202,7 +202,8 @@ fn cluster_urls_come_from_the_environment_as_a_list_and_other_values_stay_string
     // Only the list keys are split or parsed: "0123" does not become 123.
     let app = &settings.apps["default"];
     assert_eq!(app.appid, "0123");
-    assert_eq!((app.secret.expose(), app.token.expose()), ("1e5", "true"));
+    let token = app.token.as_ref().map(|t| t.expose());
+    assert_eq!((app.secret.expose(), token), ("1e5", Some("true")));
     assert_eq!(settings.redis.as_ref().unwrap().key_prefix, "007");
 
     let settings = load(&[("wxjssdk__redis__cluster_urls", "redis://127.0.0.1:7000")]);
@@ -239,4 +240,35 @@ fn cluster_urls_load_from_the_file_as_an_array() {
         (16, 1000),
         "defaults apply"
     );
+}
+
+#[test]
+fn each_kind_of_app_needs_its_own_keys() {
+    let work_without_agent = "[apps.work]\nkind = \"work\"\ncorpid = \"ww1\"\ncorpsecret = \"s\"\n";
+    let output = run_with_config(work_without_agent, &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("apps.work.agentid"),
+        "{}",
+        stderr(&output)
+    );
+
+    let official_without_token = "[apps.default]\nappid = \"wx1\"\nsecret = \"s\"\n";
+    let output = run_with_config(official_without_token, &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("apps.default.token"),
+        "{}",
+        stderr(&output)
+    );
+
+    let toml = format!(
+        "{COMPLETE_APP}\n[apps.work]\nkind = \"work\"\ncorpid = \"ww1\"\ncorpsecret = \"s\"\nagentid = \"1000002\"\n"
+    );
+    let path = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(path.path(), toml).unwrap();
+    let settings =
+        wx_jssdk::configuration::Settings::load(Some(path.path()), &[]).expect("a valid work app");
+    assert_eq!(settings.apps["work"].cache_id(), "ww1/1000002");
+    assert_eq!(settings.apps["default"].cache_id(), "wx1234567890");
 }

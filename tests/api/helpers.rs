@@ -321,7 +321,10 @@ pub struct Options {
     pub with_redis: bool,
     /// With `with_redis`: a local three-node Redis Cluster instead of one redis-server.
     pub redis_cluster: bool,
+    /// More official accounts: (name, appid).
     pub extra_apps: Vec<(&'static str, &'static str)>,
+    /// WeChat Work apps: (name, corpid, agentid).
+    pub work_apps: Vec<(&'static str, &'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -338,6 +341,7 @@ impl Default for Options {
             with_redis: true,
             redis_cluster: false,
             extra_apps: Vec::new(),
+            work_apps: Vec::new(),
         }
     }
 }
@@ -412,14 +416,17 @@ pub fn redis_settings(url: Option<String>, cluster_urls: Option<Vec<String>>) ->
 }
 
 fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> Settings {
-    let app = |appid: &str| AppSettings {
-        appid: appid.to_string(),
-        secret: Secret::new(SECRET),
-        token: Secret::new(SERVER_TOKEN),
-    };
+    let app =
+        |appid: &str| AppSettings::official(appid, Secret::new(SECRET), Secret::new(SERVER_TOKEN));
     let mut apps = BTreeMap::from([("default".to_string(), app(APPID))]);
     for (name, appid) in &options.extra_apps {
         apps.insert(name.to_string(), app(appid));
+    }
+    for (name, corpid, agentid) in &options.work_apps {
+        apps.insert(
+            name.to_string(),
+            AppSettings::work(corpid, Secret::new(SECRET), agentid),
+        );
     }
     Settings {
         server: ServerSettings {
@@ -429,6 +436,7 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
         redis,
         wechat: WechatSettings {
             api_base: api_base.to_string(),
+            work_api_base: api_base.to_string(),
             token_mode: options.token_mode,
             timeout_ms: WECHAT_TIMEOUT_MS,
             retries: 2,
@@ -536,8 +544,14 @@ pub async fn error_code(response: reqwest::Response, status: u16) -> String {
 
 /// The server-URL signature WeChat would send.
 pub fn wechat_signature(token: &str, timestamp: &str, nonce: &str) -> String {
+    sorted_sha1(&[token, timestamp, nonce])
+}
+
+/// WeChat's "sort the values as strings, concatenate, SHA-1" rule (server verification,
+/// card signatures), written independently of the service's own.
+pub fn sorted_sha1(values: &[&str]) -> String {
     use sha1::{Digest, Sha1};
-    let mut parts = [token, timestamp, nonce];
+    let mut parts = values.to_vec();
     parts.sort_unstable();
     hex::encode(Sha1::digest(parts.concat().as_bytes()))
 }

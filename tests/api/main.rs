@@ -11,3 +11,4 @@ mod jssdk;
 mod logs;
 mod store;
 mod verify;
+mod work;
