@@ -6,6 +6,7 @@ mod card;
 mod health;
 mod jssdk;
 mod params;
+mod public;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -112,7 +113,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/apps/{name}/card/sign")
             .route(web::get().to(card::sign))
             .route(web::post().to(card::sign)),
-    ));
+    ))
+    .service(public_resource("/wxJssdk/public/{name}", public::file))
+    .service(public_resource("/wxJssdk/public/", public::index))
+    .service(public_resource("/wxJssdk/public", public::folder));
+}
+
+/// A page file: `GET`, and `HEAD` for clients that check a file before fetching it.
+fn public_resource<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    with_methods(
+        web::resource(path)
+            .route(web::get().to(handler.clone()))
+            .route(web::head().to(handler)),
+    )
 }
 
 fn verify_resource(path: &str) -> actix_web::Resource {

@@ -9,6 +9,7 @@ mod faults;
 mod helpers;
 mod jssdk;
 mod logs;
+mod public;
 mod store;
 mod verify;
 mod work;
