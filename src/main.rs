@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
             apps,
         }) => run_sandbox(&bind, expires_in, &apps).await,
         None if cli.dev => run_dev(cli.config).await,
-        None => run_service(cli.config, &[]).await,
+        None => run_service(cli.config, &[], false).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,8 +69,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_service(config: Option<PathBuf>, overrides: &[(&str, &str)]) -> Result<(), String> {
+async fn run_service(
+    config: Option<PathBuf>,
+    overrides: &[(&str, &str)],
+    dev: bool,
+) -> Result<(), String> {
     let settings = Settings::load(config.as_deref(), overrides).map_err(|e| e.to_string())?;
+    let bind = settings.server.bind.clone();
     let store = match &settings.redis {
         Some(redis) if redis.cluster_urls.is_some() => "redis cluster",
         Some(_) => "redis",
@@ -78,6 +83,9 @@ async fn run_service(config: Option<PathBuf>, overrides: &[(&str, &str)]) -> Res
     };
     let app = Application::build(settings).map_err(|e| e.to_string())?;
     log::info!("listening on port {}, store: {store}", app.port());
+    if dev {
+        print_dev_addresses(&bind, app.port());
+    }
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
@@ -90,14 +98,26 @@ async fn run_dev(config: Option<PathBuf>) -> Result<(), String> {
     let sandbox = Sandbox::new(SandboxConfig::default());
     actix_web::rt::spawn(sandbox.serve(listener).map_err(|e| e.to_string())?);
     let mut overrides = DEV_APP.to_vec();
+    // The sandbox answers the WeChat Work endpoints too: a `kind = "work"` app added in
+    // the configuration then works in dev mode as well.
     overrides.push(("wechat.api_base", &sandbox_url));
+    overrides.push(("wechat.work_api_base", &sandbox_url));
     println!("wx-jssdk --dev: sandbox WeChat API at {sandbox_url}, in-process store");
     println!(
         "  demo app `default`: appid {}, server token {}",
         DEV_APP[0].1, DEV_APP[2].1
     );
-    println!("  try: curl 'http://127.0.0.1:8080/wxJssdk/getJssdk?url=https://example.com/page'");
-    run_service(config, &overrides).await
+    run_service(config, &overrides, true).await
+}
+
+/// Printed once the port is known (`server.bind` may ask for any free one).
+fn print_dev_addresses(bind: &str, port: u16) {
+    let host = match bind.rsplit_once(':').map(|(host, _)| host) {
+        Some("0.0.0.0" | "[::]") | None => "127.0.0.1",
+        Some(host) => host,
+    };
+    println!("  demo page: http://{host}:{port}/wxJssdk/public/");
+    println!("  try: curl 'http://{host}:{port}/wxJssdk/getJssdk?url=https://example.com/page'");
 }
 
 async fn run_sandbox(bind: &str, expires_in: u64, apps: &[String]) -> Result<(), String> {
