@@ -694,7 +694,11 @@ impl Sandbox {
 
     /// The newest jsapi ticket issued for `appid`, expired or not.
     pub fn current_ticket(&self, appid: &str) -> Option<String> {
-        let key = (appid.to_owned(), TicketKind::Jsapi);
+        self.newest_of_kind(appid, TicketKind::Jsapi)
+    }
+
+    fn newest_of_kind(&self, appid: &str, kind: TicketKind) -> Option<String> {
+        let key = (appid.to_owned(), kind);
         self.lock().newest_ticket.get(&key).cloned()
     }
 
@@ -844,7 +848,16 @@ impl Sandbox {
         let Some(appid) = q.get("appid").filter(|a| !a.is_empty()) else {
             return bad_request("appid missing");
         };
-        match self.current_ticket(appid) {
+        // A page test checks wx.agentConfig (and card signatures) like wx.config: it
+        // needs those tickets as well. `appid` is the CorpID for the WeChat Work kinds.
+        let kind = match q.get("type").map(String::as_str) {
+            None | Some("jsapi") => TicketKind::Jsapi,
+            Some("wx_card") => TicketKind::WxCard,
+            Some("corp_jsapi") => TicketKind::CorpJsapi,
+            Some("agent_config") => TicketKind::Agent,
+            Some(_) => return bad_request("type: one of jsapi, wx_card, corp_jsapi, agent_config"),
+        };
+        match self.newest_of_kind(appid, kind) {
             Some(ticket) => HttpResponse::Ok().json(json!({ "ticket": ticket })),
             None => HttpResponse::NotFound().json(json!({ "error": "no ticket" })),
         }
@@ -1065,6 +1078,20 @@ mod tests {
             .send()
             .await?;
         assert_eq!(resp.status(), 404);
+        let newest: Value = client
+            .get(format!("{base}/sandbox/ticket?appid={APP}&type=jsapi"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(newest["ticket"], ticket["ticket"]);
+        for (kind, status) in [("wx_card", 404), ("agent_config", 404), ("card", 400)] {
+            let resp = client
+                .get(format!("{base}/sandbox/ticket?appid={APP}&type={kind}"))
+                .send()
+                .await?;
+            assert_eq!(resp.status(), status, "type={kind}");
+        }
         handle.stop(false).await;
         Ok(())
     }
