@@ -1,0 +1,150 @@
+//! The page side in a real browser, as part of `cargo test`: runs the Node.js tests of
+//! `tests/browser/` (headless Chromium driven by playwright-core, the official JS-SDK,
+//! a stand-in WeixinJSBridge) against this build's `wx-jssdk --dev`.
+//!
+//! Needs Node.js 20+, npm and Debian's Chromium. When one is missing the test fails and
+//! says how to install it: it never skips, so a green run means the pages were tested.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+const INSTALL: &str = "apt-get install -y chromium nodejs npm";
+/// playwright-core's own minimum.
+const NODE_MAJOR: u32 = 20;
+/// Bounds on the two steps, far above what they take (npm ci: seconds; the tests: ~10 s),
+/// so that a hang fails the run instead of stalling CI.
+const NPM_CI_LIMIT: Duration = Duration::from_secs(300);
+const TESTS_LIMIT: Duration = Duration::from_secs(300);
+
+#[test]
+fn pages_work_in_a_real_browser() {
+    let chromium = chromium();
+    check_node();
+    install_packages();
+
+    let mut command = Command::new("node");
+    command
+        .current_dir(DIR)
+        // One test may wait 15 s for a page; none may hang the run.
+        .args(["--test", "--test-timeout=60000"])
+        .env("WXJSSDK_BIN", env!("CARGO_BIN_EXE_wx-jssdk"))
+        .env("CHROMIUM_PATH", &chromium);
+    let output = run_bounded(command, TESTS_LIMIT);
+    assert!(
+        output.status.success(),
+        "the browser tests failed ({}):\n{}",
+        output.status,
+        printed(&output)
+    );
+}
+
+/// `CHROMIUM_PATH`, or Debian's chromium.
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("CHROMIUM_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.is_file(),
+        "Chromium is not installed at {}: the browser tests drive a real headless Chromium. \
+         Install it with `{INSTALL}` (or point CHROMIUM_PATH at a Chromium binary). \
+         Playwright's own browser download does not work on this network.",
+        path.display()
+    );
+    path
+}
+
+fn check_node() {
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `node` ({e}): the browser tests run on Node.js {NODE_MAJOR}+ \
+                 with npm. Install them with `{INSTALL}`"
+            )
+        });
+    let text = String::from_utf8_lossy(&version.stdout);
+    let major = text
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= NODE_MAJOR,
+        "Node.js {} is too old: playwright-core needs {NODE_MAJOR} or later",
+        text.trim()
+    );
+    if let Err(e) = Command::new("npm").arg("--version").output() {
+        panic!("cannot run `npm` ({e}): install it with `{INSTALL}`");
+    }
+}
+
+/// `npm ci` when `node_modules` is missing or older than the lock file.
+fn install_packages() {
+    let dir = Path::new(DIR);
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules/.package-lock.json"));
+    let locked = modified(dir.join("package-lock.json"));
+    if installed.is_some() && installed >= locked {
+        return;
+    }
+    let mut command = Command::new("npm");
+    command
+        .current_dir(DIR)
+        .args(["ci", "--no-audit", "--no-fund"]);
+    let output = run_bounded(command, NPM_CI_LIMIT);
+    assert!(
+        output.status.success(),
+        "`npm ci` in tests/browser failed ({}); it needs the npm registry:\n{}",
+        output.status,
+        printed(&output)
+    );
+}
+
+/// Runs `command` in its own process group, killing the whole group (node, Chromium,
+/// the service) if it outlives `limit`.
+fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+
+    let child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let pid = child.id();
+    let started = Instant::now();
+    // The pipes are drained on another thread, so a chatty child cannot block on them.
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    while !waiter.is_finished() {
+        if started.elapsed() > limit {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            let output = waiter.join().ok().and_then(Result::ok);
+            panic!(
+                "{command:?} did not finish within {limit:?}:\n{}",
+                output.as_ref().map(printed).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match waiter.join() {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("waiting for {command:?}: {e}"),
+        Err(_) => panic!("waiting for {command:?}: the thread panicked"),
+    }
+}
+
+fn printed(output: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
