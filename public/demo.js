@@ -33,7 +33,7 @@
           line('asked the service to sign ' + detail.url + ' (attempt ' + detail.attempt + ')');
           break;
         case 'config':
-          line('wx.config: appId ' + detail.appId + ', timestamp ' + detail.timestamp +
+          line('signed: appId ' + detail.appId + ', timestamp ' + detail.timestamp +
             ', signature ' + detail.signature);
           break;
         case 'retry':

@@ -269,7 +269,7 @@ test('outside WeChat the demo says so, with the signature it got', async () => {
     assert.equal(outcome.state, 'error');
     assert.match(outcome.text, /^config:not in WeChat: /);
     assert.equal(seen.signs.length, 1);
-    assert.match(await page.$eval('#log', (el) => el.textContent), /wx\.config: appId wxdev/);
+    assert.match(await page.$eval('#log', (el) => el.textContent), /signed: appId wxdev/);
   } finally {
     await context.close();
   }
