@@ -10,9 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use wx_jssdk::access::{AllowedDomains, CorsOrigins};
 use wx_jssdk::configuration::{
-    AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings, TokenMode,
-    WechatSettings,
+    AdminSettings, AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings,
+    TokenMode, WechatSettings,
 };
 use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig};
 use wx_jssdk::startup::Application;
@@ -322,6 +323,12 @@ pub struct Options {
     /// With `with_redis`: a local three-node Redis Cluster instead of one redis-server.
     pub redis_cluster: bool,
     pub extra_apps: Vec<(&'static str, &'static str)>,
+    /// `allowed_domains` of the apps named (the others have none: any host).
+    pub allowed_domains: Vec<(&'static str, &'static [&'static str])>,
+    /// `cors_origins` of the apps named (the others have none).
+    pub cors_origins: Vec<(&'static str, &'static [&'static str])>,
+    /// `admin.keys`; none: the admin routes do not exist.
+    pub admin_keys: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -338,6 +345,9 @@ impl Default for Options {
             with_redis: true,
             redis_cluster: false,
             extra_apps: Vec::new(),
+            allowed_domains: Vec::new(),
+            cors_origins: Vec::new(),
+            admin_keys: Vec::new(),
         }
     }
 }
@@ -412,14 +422,20 @@ pub fn redis_settings(url: Option<String>, cluster_urls: Option<Vec<String>>) ->
 }
 
 fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> Settings {
-    let app = |appid: &str| AppSettings {
+    let list = |lists: &[(&str, &'static [&'static str])], name: &str| {
+        let found = lists.iter().find(|(app, _)| *app == name);
+        found.map_or(&[][..], |(_, list)| *list).iter().copied()
+    };
+    let app = |name: &str, appid: &str| AppSettings {
         appid: appid.to_string(),
         secret: Secret::new(SECRET),
         token: Secret::new(SERVER_TOKEN),
+        allowed_domains: AllowedDomains::new(list(&options.allowed_domains, name)),
+        cors_origins: CorsOrigins::new(list(&options.cors_origins, name)),
     };
-    let mut apps = BTreeMap::from([("default".to_string(), app(APPID))]);
+    let mut apps = BTreeMap::from([("default".to_string(), app("default", APPID))]);
     for (name, appid) in &options.extra_apps {
-        apps.insert(name.to_string(), app(appid));
+        apps.insert(name.to_string(), app(name, appid));
     }
     Settings {
         server: ServerSettings {
@@ -435,6 +451,9 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
         },
         cache: options.cache.clone(),
         apps,
+        admin: AdminSettings {
+            keys: options.admin_keys.iter().map(|k| Secret::new(*k)).collect(),
+        },
     }
 }
 

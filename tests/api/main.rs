@@ -1,5 +1,6 @@
 //! Integration tests: the real service, a private Redis and the sandbox WeChat API.
 
+mod access_config;
 mod cache;
 mod cluster;
 mod config;
