@@ -38,6 +38,10 @@ pub async fn config(
 ) -> Result<HttpResponse, ApiError> {
     let raw = requested_url(&req, payload).await?;
     let url = page_url(&raw)?;
+    // Before any cache or WeChat work: a page WeChat would refuse costs nothing.
+    if let Some(host) = app.0.allowed_domains.refused_host(url) {
+        return Err(ApiError::DomainNotAllowed(host));
+    }
     let ctx = Context {
         app: app.0.clone(),
         wechat: wechat.into_inner(),
@@ -89,7 +93,7 @@ async fn requested_url(req: &HttpRequest, payload: web::Payload) -> Result<Strin
     param.url.ok_or(ApiError::MissingUrl)
 }
 
-async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+pub(super) async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::InvalidBody(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! share: the state handed to handlers, the app a request is for, and the routing
 //! table (the one place to look to see where a request goes).
 
+mod cors;
 mod health;
 mod jssdk;
 mod verify;
@@ -10,7 +11,8 @@ use std::collections::BTreeMap;
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::dev::{HttpServiceFactory, Payload};
+use actix_web::{http::Method, web, FromRequest, HttpRequest};
 
 use crate::cache::CredentialCache;
 use crate::configuration::{AppSettings, Settings};
@@ -105,12 +107,15 @@ fn verify_resource(path: &str) -> actix_web::Resource {
     )
 }
 
-fn jssdk_resource(path: &str) -> actix_web::Resource {
+/// Signing, with CORS for the app's `cors_origins` (preflights included).
+fn jssdk_resource(path: &str) -> impl HttpServiceFactory {
     with_methods(
         web::resource(path)
             .route(web::get().to(jssdk::config))
-            .route(web::post().to(jssdk::config)),
+            .route(web::post().to(jssdk::config))
+            .route(web::method(Method::OPTIONS).to(cors::options)),
     )
+    .wrap(actix_web::middleware::from_fn(cors::cors))
 }
 
 /// Answers other methods on a known path with a JSON 405.

@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod deployment;
 mod dev;
+mod domains;
 mod faults;
 mod helpers;
 mod jssdk;
