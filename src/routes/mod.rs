@@ -2,6 +2,7 @@
 //! share: the state handed to handlers, the app a request is for, and the routing
 //! table (the one place to look to see where a request goes).
 
+mod admin;
 mod cors;
 mod health;
 mod jssdk;
@@ -12,8 +13,9 @@ use std::future::{ready, Ready};
 use std::sync::Arc;
 
 use actix_web::dev::{HttpServiceFactory, Payload};
-use actix_web::{http::Method, web, FromRequest, HttpRequest};
+use actix_web::{guard, http::Method, web, FromRequest, HttpRequest};
 
+use crate::access::AdminKeys;
 use crate::cache::CredentialCache;
 use crate::configuration::{AppSettings, Settings};
 use crate::error::ApiError;
@@ -22,6 +24,8 @@ use crate::error::ApiError;
 pub struct AppState {
     pub apps: Apps,
     pub cache: Arc<CredentialCache>,
+    /// Keys of the admin routes (`admin.keys`); none: those routes do not exist.
+    pub admin: AdminKeys,
 }
 
 /// The configured apps, by name.
@@ -96,7 +100,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
     .service(jssdk_resource("/wxJssdk/getJssdk"))
-    .service(jssdk_resource("/v1/apps/{name}/jssdk/config"));
+    .service(jssdk_resource("/v1/apps/{name}/jssdk/config"))
+    .service(admin_resource(
+        "/v1/apps/{name}/access_token",
+        web::get().to(admin::access_token),
+    ))
+    .service(admin_resource(
+        "/v1/apps/{name}/access_token/invalidate",
+        web::post().to(admin::invalidate),
+    ));
 }
 
 fn verify_resource(path: &str) -> actix_web::Resource {
@@ -116,6 +128,16 @@ fn jssdk_resource(path: &str) -> impl HttpServiceFactory {
             .route(web::method(Method::OPTIONS).to(cors::options)),
     )
     .wrap(actix_web::middleware::from_fn(cors::cors))
+}
+
+/// A route that exists only when `admin.keys` are configured: otherwise its path is
+/// unknown (a JSON 404), like any other.
+fn admin_resource(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    with_methods(
+        web::resource(path)
+            .guard(guard::fn_guard(admin::enabled))
+            .route(route),
+    )
 }
 
 /// Answers other methods on a known path with a JSON 405.

@@ -1,6 +1,7 @@
 //! Integration tests: the real service, a private Redis and the sandbox WeChat API.
 
 mod access_config;
+mod admin;
 mod cache;
 mod cluster;
 mod config;
