@@ -151,3 +151,27 @@ fn the_lists_load_from_the_file_and_from_the_environment() {
     assert!(app.cors_origins.allows("https://any.example.net"));
     assert_eq!(settings.admin.keys.len(), 1);
 }
+
+#[test]
+fn the_commented_examples_in_the_example_configuration_load() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wx-jssdk.example.toml");
+    let example = std::fs::read_to_string(path).unwrap();
+    let examples = ["allowed_domains =", "cors_origins =", "[admin]", "keys ="];
+    let uncommented: String = example
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if examples.iter().any(|e| rest.starts_with(e)) => rest,
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_ne!(uncommented, example, "the examples are there");
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, uncommented.as_bytes()).unwrap();
+    let settings = Settings::load_with_environment(Some(file.path()), &[], Some(&[]))
+        .expect("the uncommented examples load");
+    let app = &settings.apps["default"];
+    assert!(!app.allowed_domains.is_empty() && !app.cors_origins.is_empty());
+    assert_eq!(settings.admin.keys.len(), 1);
+}
