@@ -1,6 +1,7 @@
 //! The central access_token for other backends: `GET /v1/apps/{name}/access_token` and
 //! `POST /v1/apps/{name}/access_token/invalidate`, behind `admin.keys`.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -8,7 +9,9 @@ use redis::AsyncCommands;
 use wx_jssdk::cache::Record;
 use wx_jssdk::configuration::TokenMode;
 
-use crate::helpers::{error_code, spawn_app_with, Options, TestApp, APPID, SECRET, SERVER_TOKEN};
+use crate::helpers::{
+    error_code, spawn_app_with, Options, RunningBinary, TestApp, APPID, SECRET, SERVER_TOKEN,
+};
 
 const ADMIN_KEY: &str = "first-admin-key-0123456789";
 const OTHER_ADMIN_KEY: &str = "second-admin-key-abcdefghij";
@@ -390,4 +393,69 @@ async fn no_secret_or_admin_key_appears_in_any_answer() {
         }
     }
     assert_eq!(statuses, [200, 401, 401, 400, 400, 200, 404, 200, 429]);
+}
+
+#[actix_web::test]
+async fn neither_admin_keys_nor_tokens_reach_the_logs_at_debug_level() {
+    // The in-process app is only used for its sandbox and Redis.
+    let env = spawn_app_with(Options::default()).await;
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[redis]\nurl = \"{}\"\n[wechat]\napi_base = \"{}\"\n\
+             [apps.default]\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\ntoken = \"{SERVER_TOKEN}\"\n",
+            env.redis().url(),
+            env.sandbox_url
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let keys = format!("{ADMIN_KEY},{OTHER_ADMIN_KEY}");
+    let mut binary = RunningBinary::start(
+        &["--config", &config.path().to_string_lossy()],
+        &[("RUST_LOG", "debug"), ("WXJSSDK__ADMIN__KEYS", &keys)],
+        Stdio::from(logs.reopen().unwrap()),
+    )
+    .await;
+    let url = |path: &str| format!("{}/v1/apps/default/{path}", binary.address);
+    let get = |key: &str| env.client.get(url("access_token")).bearer_auth(key).send();
+    let post = |token: &str| {
+        env.client
+            .post(url("access_token/invalidate"))
+            .bearer_auth(OTHER_ADMIN_KEY)
+            .json(&serde_json::json!({ "access_token": token }))
+            .send()
+    };
+    let wrong_key = "wrong-admin-key-0000000000";
+    assert_eq!(get(wrong_key).await.unwrap().status(), 401);
+    let answer: serde_json::Value = get(ADMIN_KEY).await.unwrap().json().await.unwrap();
+    let token = answer["access_token"].as_str().unwrap().to_string();
+    assert_eq!(post("sbx-st-stale").await.unwrap().status(), 200);
+    let answer: serde_json::Value = post(&token).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["invalidated"], true);
+    let new = answer["access_token"].as_str().unwrap().to_string();
+    assert_eq!(post(&new).await.unwrap().status(), 429);
+    binary.stop();
+
+    let printed = std::fs::read_to_string(logs.path()).unwrap();
+    assert!(
+        printed.contains("invalidated at a caller's request"),
+        "the invalidation should be logged:\n{printed}"
+    );
+    for secret in [
+        ADMIN_KEY,
+        OTHER_ADMIN_KEY,
+        wrong_key,
+        &token,
+        &new,
+        "sbx-st-",
+        SECRET,
+    ] {
+        assert!(
+            !printed.contains(secret),
+            "`{secret}` appears in the logs:\n{printed}"
+        );
+    }
 }
