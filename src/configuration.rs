@@ -11,6 +11,8 @@ use std::path::Path;
 use config::{Config, Environment, File, FileFormat, Map};
 use serde::Deserialize;
 
+use crate::access::{admin_key_problem, AllowedDomains, CorsOrigins};
+
 /// The name of the app that serves the short, seed-compatible routes (`/wxJssdk...`)
 /// when several apps are configured.
 pub const DEFAULT_APP: &str = "default";
@@ -24,6 +26,9 @@ pub struct Settings {
     pub cache: CacheSettings,
     #[serde(default)]
     pub apps: BTreeMap<String, AppSettings>,
+    /// Keys of the routes for the company's other backends; none: those routes do not exist.
+    #[serde(default)]
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,9 +61,9 @@ pub struct RedisSettings {
 ///
 /// The `config` crate can split such a variable itself, but only with `try_parsing`
 /// on, which would also reparse every other variable (an AppID "0123" would become
-/// "123"). A value of the wrong type is reported without being echoed: it may hold a
-/// password.
-fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Option<Vec<Secret>>, D::Error>
+/// "123"). A value of the wrong type is reported as `expected`, without being echoed:
+/// it may hold a password or a key.
+fn comma_list<'de, D>(deserializer: D, expected: &'static str) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -68,20 +73,30 @@ where
         List(Vec<String>),
         String(String),
     }
-    let items = match ListOrString::deserialize(deserializer).map_err(|_| {
-        serde::de::Error::custom("expected a list of redis:// URLs or one comma-separated string")
-    })? {
+    let items = match ListOrString::deserialize(deserializer)
+        .map_err(|_| serde::de::Error::custom(expected))?
+    {
         ListOrString::List(items) => items,
         ListOrString::String(joined) => joined.split(',').map(str::to_string).collect(),
     };
-    Ok(Some(
-        items
-            .iter()
-            .map(|item| item.trim())
-            .filter(|item| !item.is_empty())
-            .map(Secret::new)
-            .collect(),
-    ))
+    Ok(items
+        .iter()
+        .map(|item| item.trim())
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// `redis.cluster_urls`: see [`comma_list`].
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Option<Vec<Secret>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let urls = comma_list(
+        deserializer,
+        "expected a list of redis:// URLs or one comma-separated string",
+    )?;
+    Ok(Some(urls.into_iter().map(Secret::new).collect()))
 }
 
 /// The Redis deployment [`RedisSettings`] describe, once checked.
@@ -225,6 +240,14 @@ pub struct AppSettings {
     /// The Token entered in the account's server configuration, used to verify
     /// that requests to the server URL come from WeChat (official accounts).
     pub token: Option<Secret>,
+    /// Hosts of the pages this app signs for (`example.com`, `*.example.com`): the
+    /// account's JS interface safe domains. Empty: any host.
+    #[serde(default, deserialize_with = "domain_list")]
+    pub allowed_domains: AllowedDomains,
+    /// Browser origins whose scripts may call this app's signing routes
+    /// (`https://a.example.com`, or `*`). Empty: none.
+    #[serde(default, deserialize_with = "origin_list")]
+    pub cors_origins: CorsOrigins,
     /// Whose credentials these are in the shared cache: the AppID, or for WeChat
     /// Work `CORPID/AGENTID`, since every application of a corp has its own token.
     #[serde(skip)]
@@ -240,6 +263,8 @@ impl AppSettings {
             secret,
             agentid: None,
             token: Some(token),
+            allowed_domains: AllowedDomains::default(),
+            cors_origins: CorsOrigins::default(),
             cache_id: String::new(),
         })
     }
@@ -252,6 +277,8 @@ impl AppSettings {
             secret,
             agentid: Some(agentid.to_string()),
             token: None,
+            allowed_domains: AllowedDomains::default(),
+            cors_origins: CorsOrigins::default(),
             cache_id: String::new(),
         })
     }
@@ -267,6 +294,31 @@ impl AppSettings {
     pub fn cache_id(&self) -> &str {
         &self.cache_id
     }
+}
+
+fn domain_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AllowedDomains, D::Error> {
+    comma_list(
+        d,
+        "expected a list of host names like example.com or *.example.com",
+    )
+    .map(AllowedDomains::new)
+}
+
+fn origin_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CorsOrigins, D::Error> {
+    comma_list(d, "expected a list of origins like https://a.example.com").map(CorsOrigins::new)
+}
+
+/// `[admin]`: access for the company's other backends (see `routes::admin`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AdminSettings {
+    /// Bearer keys, any of which opens the admin routes. Secrets: never printed.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub keys: Vec<Secret>,
+}
+
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    let keys = comma_list(d, "expected a list of keys or one comma-separated string")?;
+    Ok(keys.into_iter().map(Secret::new).collect())
 }
 
 /// A string that must never be printed: `Debug` and `Display` show `***`.
@@ -443,6 +495,29 @@ impl Settings {
         }
         if self.server.workers == Some(0) {
             return Err(invalid("server.workers", "must be at least 1"));
+        }
+        self.validate_access()
+    }
+
+    /// Page domains, CORS origins and admin keys. A bad list entry is named by its
+    /// position; a domain or origin is shown (it is public), a key never.
+    fn validate_access(&self) -> Result<(), ConfigError> {
+        for (name, app) in &self.apps {
+            let bad = [
+                ("allowed_domains", app.allowed_domains.first_problem()),
+                ("cors_origins", app.cors_origins.first_problem()),
+            ];
+            if let Some((list, Some(entry))) = bad.into_iter().find(|(_, bad)| bad.is_some()) {
+                return Err(invalid(
+                    format!("apps.{name}.{list}[{}]", entry.index),
+                    &format!("= {:?} {}", entry.raw, entry.problem),
+                ));
+            }
+        }
+        for (i, key) in self.admin.keys.iter().enumerate() {
+            if let Some(problem) = admin_key_problem(key) {
+                return Err(invalid(format!("admin.keys[{i}]"), problem));
+            }
         }
         Ok(())
     }

@@ -77,6 +77,16 @@ pub enum ApiError {
     Upstream(WechatError),
     #[error("the service is temporarily unavailable: {0}")]
     Unavailable(String),
+    /// The page's host (not a secret: the page sent it) is outside `allowed_domains`.
+    #[error("the page's host `{0}` is not among this app's allowed_domains (its JS interface safe domains)")]
+    DomainNotAllowed(String),
+    #[error("this route needs `Authorization: Bearer KEY` with one of the configured admin keys")]
+    Unauthorized,
+    #[error("{what}; retry in {retry_after_secs} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -96,6 +106,9 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable(_) => "unavailable",
+            Self::DomainNotAllowed(_) => "domain_not_allowed",
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -141,6 +154,9 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DomainNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -153,8 +169,20 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CACHE_CONTROL, "no-store"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        match self {
+            Self::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            // RFC 6750: a 401 says which scheme would do; no detail on what was wrong.
+            Self::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"wx-jssdk\""));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: ErrorDetail {

@@ -9,10 +9,12 @@
 //!   exactly one process in the deployment asks WeChat when a value must be renewed.
 //! * [`wechat`]: the WeChat protocol: the signature rules and the API client.
 //!
+//! [`access`] decides who may use an app (page domains, CORS origins, admin keys).
 //! [`configuration`] loads the layered settings, [`startup`] wires everything into an
 //! actix-web server, [`error`] maps every failure to one JSON error shape, and
 //! [`sandbox`] is a stand-in for the WeChat API used by tests and `--dev`.
 
+pub mod access;
 pub mod access_log;
 pub mod cache;
 pub mod configuration;

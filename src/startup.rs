@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
+use crate::access::AdminKeys;
 use crate::access_log;
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
 use crate::configuration::Settings;
@@ -79,6 +80,7 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
     let state = web::Data::new(AppState {
         apps: Apps::from_settings(&settings),
         cache: std::sync::Arc::new(cache),
+        admin: AdminKeys::new(&settings.admin.keys),
     });
     let wechat_settings = settings.wechat.clone();
     let mut server = HttpServer::new(move || {

@@ -498,6 +498,80 @@ impl CredentialCache {
             }
         }
     }
+
+    /// Drops the app's access token because a caller says WeChat refused it (the
+    /// central-token route for the company's other backends), the way a 40001 on the
+    /// ticket path does ([`Self::replace_access_token`]): only where `token` is still
+    /// the current value (compare-and-delete in the store, and this instance's copy),
+    /// then one instance fetches another while the rest adopt it at their next check.
+    ///
+    /// A `token` that is not the current one is not dropped: the answer is the current
+    /// token, so a caller that held a stale one catches up without spending quota.
+    /// Real invalidations are spaced [`INVALIDATE_SPACING`] apart per app across the
+    /// deployment (`SET NX PX` on `...:invalidate:gate`), so that one misbehaving caller
+    /// cannot burn WeChat's daily token quota.
+    pub async fn invalidate_access_token(
+        self: &Arc<Self>,
+        ctx: &Context,
+        token: &str,
+    ) -> Result<Invalidation, CacheError> {
+        let appid = &ctx.app.appid;
+        let key = self.keys.value(appid, Credential::AccessToken);
+        let now = now_ms();
+        let stored = self.read(&key).await?.filter(|r| r.is_usable(now));
+        let local = self
+            .local
+            .get(appid, Credential::AccessToken)
+            .map(|c| c.record);
+        let current = match stored.or(local.filter(|r| r.is_usable(now))) {
+            Some(current) => current,
+            None => self.access_token(ctx).await?,
+        };
+        if current.value != token {
+            // This instance may still serve the stale token: it adopts the current one.
+            self.local.remove_if(appid, Credential::AccessToken, token);
+            return Ok(Invalidation::NotCurrent(current));
+        }
+        let gate = invalidate_gate_key(&self.keys, appid);
+        let reopens_at = now + INVALIDATE_SPACING.as_millis() as u64;
+        if !self
+            .store
+            .set_nx(&gate, &reopens_at.to_string(), INVALIDATE_SPACING)
+            .await?
+        {
+            return self.invalidation_refused(ctx, &key, &gate, token).await;
+        }
+        log::warn!(
+            "the access_token of {appid} is invalidated at a caller's request; replacing it"
+        );
+        let replaced = self.replace_access_token(ctx, &current).await?;
+        Ok(Invalidation::Replaced(replaced))
+    }
+
+    /// Another invalidation of the app happened within [`INVALIDATE_SPACING`]. If it
+    /// replaced `token` (or is replacing it right now: the store holds no token), the
+    /// caller gets the replacement, so that callers sharing one rejected token all
+    /// learn the new one; if `token` is still current, it has to wait.
+    async fn invalidation_refused(
+        self: &Arc<Self>,
+        ctx: &Context,
+        key: &str,
+        gate: &str,
+        token: &str,
+    ) -> Result<Invalidation, CacheError> {
+        match self.read(key).await?.filter(|r| r.is_usable(now_ms())) {
+            Some(current) if current.value != token => Ok(Invalidation::NotCurrent(current)),
+            Some(_) => {
+                let reopens_at = self.store.get(gate).await?.and_then(|v| v.parse().ok());
+                let left_ms = reopens_at.unwrap_or(0u64).saturating_sub(now_ms());
+                let retry_after = Duration::from_secs(left_ms.div_ceil(1000).max(1));
+                Ok(Invalidation::TooSoon { retry_after })
+            }
+            None => Ok(Invalidation::NotCurrent(
+                self.get(ctx, Credential::AccessToken, Some(token)).await?,
+            )),
+        }
+    }
 }
 
 /// A running job's place in the registry, given up however the job ends (even by a
@@ -537,4 +611,25 @@ impl Slot {
             lock_key: keys.lock(appid, credential),
         }
     }
+}
+
+/// Invalidations of one app's access token on a caller's request are at least this far
+/// apart, deployment-wide: WeChat allows a forced stable-token refresh every 30 s.
+pub const INVALIDATE_SPACING: Duration = FORCE_REFRESH_SPACING;
+
+/// What [`CredentialCache::invalidate_access_token`] did.
+#[derive(Debug)]
+pub enum Invalidation {
+    /// The token was current: it was dropped and this is its replacement.
+    Replaced(Arc<Record>),
+    /// The token was not (or no longer) current: nothing was dropped; this is current.
+    NotCurrent(Arc<Record>),
+    /// The token is current, but the app's token was invalidated less than
+    /// [`INVALIDATE_SPACING`] ago.
+    TooSoon { retry_after: Duration },
+}
+
+/// The key whose `SET NX PX` spaces invalidations (it holds when it reopens, Unix ms).
+fn invalidate_gate_key(keys: &KeySpace, appid: &str) -> String {
+    format!("{}:{{{appid}}}:invalidate:gate", keys.prefix)
 }

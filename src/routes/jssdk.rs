@@ -49,6 +49,10 @@ pub async fn config(
 ) -> Result<HttpResponse, ApiError> {
     let raw = requested_url(&req, payload).await?;
     let url = page_url(&raw)?;
+    // Before any cache or WeChat work: a page WeChat would refuse costs nothing.
+    if let Some(host) = app.0.allowed_domains.refused_host(url) {
+        return Err(ApiError::DomainNotAllowed(host));
+    }
     let ctx = app.context(wechat);
     let ticket = state.cache.jsapi_ticket(&ctx).await?;
     let timestamp = crate::cache::now_ms() / 1000;

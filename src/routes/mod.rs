@@ -2,7 +2,9 @@
 //! share: the state handed to handlers, the app a request is for, and the routing
 //! table (the one place to look to see where a request goes).
 
+mod admin;
 mod card;
+mod cors;
 mod health;
 mod jssdk;
 mod params;
@@ -13,8 +15,10 @@ use std::collections::BTreeMap;
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::dev::{HttpServiceFactory, Payload};
+use actix_web::{guard, http::Method, web, FromRequest, HttpRequest};
 
+use crate::access::AdminKeys;
 use crate::cache::{Context, CredentialCache};
 use crate::configuration::{AppSettings, Settings};
 use crate::error::ApiError;
@@ -24,6 +28,8 @@ use crate::wechat::WechatClient;
 pub struct AppState {
     pub apps: Apps,
     pub cache: Arc<CredentialCache>,
+    /// Keys of the admin routes (`admin.keys`); none: those routes do not exist.
+    pub admin: AdminKeys,
 }
 
 /// The configured apps, by name.
@@ -116,7 +122,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(public_resource("/wxJssdk/public/{name}", public::file))
     .service(public_resource("/wxJssdk/public/", public::index))
-    .service(public_resource("/wxJssdk/public", public::folder));
+    .service(public_resource("/wxJssdk/public", public::folder))
+    .service(admin_resource(
+        "/v1/apps/{name}/access_token",
+        web::get().to(admin::access_token),
+    ))
+    .service(admin_resource(
+        "/v1/apps/{name}/access_token/invalidate",
+        web::post().to(admin::invalidate),
+    ));
 }
 
 /// A page file: `GET`, and `HEAD` for clients that check a file before fetching it.
@@ -141,11 +155,24 @@ fn verify_resource(path: &str) -> actix_web::Resource {
     )
 }
 
-fn jssdk_resource(path: &str) -> actix_web::Resource {
+/// Signing, with CORS for the app's `cors_origins` (preflights included).
+fn jssdk_resource(path: &str) -> impl HttpServiceFactory {
     with_methods(
         web::resource(path)
             .route(web::get().to(jssdk::config))
-            .route(web::post().to(jssdk::config)),
+            .route(web::post().to(jssdk::config))
+            .route(web::method(Method::OPTIONS).to(cors::options)),
+    )
+    .wrap(actix_web::middleware::from_fn(cors::cors))
+}
+
+/// A route that exists only when `admin.keys` are configured: otherwise its path is
+/// unknown (a JSON 404), like any other.
+fn admin_resource(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    with_methods(
+        web::resource(path)
+            .guard(guard::fn_guard(admin::enabled))
+            .route(route),
     )
 }
 

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Output};
 
-fn run_with_config(toml: &str, env: &[(&str, &str)]) -> Output {
+pub fn run_with_config(toml: &str, env: &[(&str, &str)]) -> Output {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(toml.as_bytes()).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_wx-jssdk"));
@@ -33,14 +33,14 @@ fn wait_with_timeout(mut child: std::process::Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
-const COMPLETE_APP: &str = r#"
+pub const COMPLETE_APP: &str = r#"
 [apps.default]
 appid = "wx1234567890"
 secret = "top-secret-value"
 token = "server-token"
 "#;
 
-fn stderr(output: &Output) -> String {
+pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
 

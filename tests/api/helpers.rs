@@ -10,9 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use wx_jssdk::access::{AllowedDomains, CorsOrigins};
 use wx_jssdk::configuration::{
-    AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings, TokenMode,
-    WechatSettings,
+    AdminSettings, AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings,
+    TokenMode, WechatSettings,
 };
 use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig};
 use wx_jssdk::startup::Application;
@@ -325,6 +326,12 @@ pub struct Options {
     pub extra_apps: Vec<(&'static str, &'static str)>,
     /// WeChat Work apps: (name, corpid, agentid).
     pub work_apps: Vec<(&'static str, &'static str, &'static str)>,
+    /// `allowed_domains` of the apps named (the others have none: any host).
+    pub allowed_domains: Vec<(&'static str, &'static [&'static str])>,
+    /// `cors_origins` of the apps named (the others have none).
+    pub cors_origins: Vec<(&'static str, &'static [&'static str])>,
+    /// `admin.keys`; none: the admin routes do not exist.
+    pub admin_keys: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -342,6 +349,9 @@ impl Default for Options {
             redis_cluster: false,
             extra_apps: Vec::new(),
             work_apps: Vec::new(),
+            allowed_domains: Vec::new(),
+            cors_origins: Vec::new(),
+            admin_keys: Vec::new(),
         }
     }
 }
@@ -416,11 +426,19 @@ pub fn redis_settings(url: Option<String>, cluster_urls: Option<Vec<String>>) ->
 }
 
 fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> Settings {
-    let app =
-        |appid: &str| AppSettings::official(appid, Secret::new(SECRET), Secret::new(SERVER_TOKEN));
-    let mut apps = BTreeMap::from([("default".to_string(), app(APPID))]);
+    let list = |lists: &[(&str, &'static [&'static str])], name: &str| {
+        let found = lists.iter().find(|(app, _)| *app == name);
+        found.map_or(&[][..], |(_, list)| *list).iter().copied()
+    };
+    let app = |name: &str, appid: &str| {
+        let mut app = AppSettings::official(appid, Secret::new(SECRET), Secret::new(SERVER_TOKEN));
+        app.allowed_domains = AllowedDomains::new(list(&options.allowed_domains, name));
+        app.cors_origins = CorsOrigins::new(list(&options.cors_origins, name));
+        app
+    };
+    let mut apps = BTreeMap::from([("default".to_string(), app("default", APPID))]);
     for (name, appid) in &options.extra_apps {
-        apps.insert(name.to_string(), app(appid));
+        apps.insert(name.to_string(), app(name, appid));
     }
     for (name, corpid, agentid) in &options.work_apps {
         apps.insert(
@@ -443,6 +461,9 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
         },
         cache: options.cache.clone(),
         apps,
+        admin: AdminSettings {
+            keys: options.admin_keys.iter().map(|k| Secret::new(*k)).collect(),
+        },
     }
 }
 

@@ -1,10 +1,13 @@
 //! Integration tests: the real service, a private Redis and the sandbox WeChat API.
 
+mod access_config;
+mod admin;
 mod cache;
 mod cluster;
 mod config;
 mod deployment;
 mod dev;
+mod domains;
 mod faults;
 mod helpers;
 mod jssdk;

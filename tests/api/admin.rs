@@ -1,0 +1,461 @@
+//! The central access_token for other backends: `GET /v1/apps/{name}/access_token` and
+//! `POST /v1/apps/{name}/access_token/invalidate`, behind `admin.keys`.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use redis::AsyncCommands;
+use wx_jssdk::cache::Record;
+use wx_jssdk::configuration::TokenMode;
+
+use crate::helpers::{
+    error_code, spawn_app_with, Options, RunningBinary, TestApp, APPID, SECRET, SERVER_TOKEN,
+};
+
+const ADMIN_KEY: &str = "first-admin-key-0123456789";
+const OTHER_ADMIN_KEY: &str = "second-admin-key-abcdefghij";
+
+fn with_keys() -> Options {
+    Options {
+        admin_keys: vec![ADMIN_KEY, OTHER_ADMIN_KEY],
+        ..Options::default()
+    }
+}
+
+async fn get_token(app: &TestApp, key: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .client
+        .get(format!("{}/v1/apps/default/access_token", app.address));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.expect("request the access token")
+}
+
+/// The token a good key gets, with its `expires_in`.
+async fn current_token(app: &TestApp) -> (String, u64) {
+    let response = get_token(app, Some(ADMIN_KEY)).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().expect("a token").to_string();
+    (token, body["expires_in"].as_u64().expect("integer seconds"))
+}
+
+async fn invalidate(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .post(format!(
+            "{}/v1/apps/default/access_token/invalidate",
+            app.address
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({ "access_token": token }))
+        .send()
+        .await
+        .expect("request the invalidation")
+}
+
+/// `(invalidated, access_token)` of a 200 answer.
+async fn invalidated(response: reqwest::Response) -> (bool, String) {
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["expires_in"].as_u64().is_some_and(|s| s > 0), "{body}");
+    (
+        body["invalidated"].as_bool().expect("invalidated"),
+        body["access_token"].as_str().expect("access_token").into(),
+    )
+}
+
+async fn stored_token(app: &TestApp) -> Option<String> {
+    let raw: Option<String> = app
+        .redis()
+        .connection()
+        .await
+        .get(format!("wxjssdk:{{{APPID}}}:access_token"))
+        .await
+        .unwrap();
+    raw.map(|r| serde_json::from_str::<Record>(&r).expect("a record").value)
+}
+
+/// Whether WeChat (the sandbox) takes `token`: a ticket call with it succeeds.
+async fn wechat_accepts(app: &TestApp, token: &str) -> bool {
+    let answer: serde_json::Value = app
+        .client
+        .get(format!("{}/cgi-bin/ticket/getticket", app.sandbox_url))
+        .query(&[("access_token", token), ("type", "jsapi")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["errcode"] == 0 && answer["ticket"].is_string()
+}
+
+#[actix_web::test]
+async fn without_admin_keys_the_routes_do_not_exist() {
+    let app = spawn_app_with(Options::default()).await;
+    let response = get_token(&app, Some(ADMIN_KEY)).await;
+    assert_eq!(error_code(response, 404).await, "not_found");
+    let response = invalidate(&app, "whatever").await;
+    assert_eq!(error_code(response, 404).await, "not_found");
+    assert_eq!(app.sandbox.calls().stable_token, 0);
+}
+
+#[actix_web::test]
+async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
+    let app = spawn_app_with(with_keys()).await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    let wrong = [
+        None,
+        Some("Bearer not-the-key-at-all-000"),
+        Some("Bearer first-admin-key-012345678"), // a prefix of a key
+        Some("Bearer first-admin-key-01234567890"), // a key and more
+        Some("Basic Zmlyc3QtYWRtaW4ta2V5LTAxMjM0NTY3ODk="),
+        Some("first-admin-key-0123456789"), // no scheme
+        Some("Bearer"),
+    ];
+    for authorization in wrong {
+        for path in [
+            "/v1/apps/default/access_token",
+            "/v1/apps/nope/access_token", // not even app names are told without a key
+        ] {
+            let mut request = app.client.get(url(path));
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            let response = request.send().await.unwrap();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string());
+            assert!(
+                challenge
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("Bearer")),
+                "{authorization:?}: {challenge:?}"
+            );
+            assert_eq!(error_code(response, 401).await, "unauthorized");
+        }
+        // Checked before the body is read.
+        let mut request = app
+            .client
+            .post(url("/v1/apps/default/access_token/invalidate"))
+            .body("{not json");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(error_code(response, 401).await, "unauthorized");
+    }
+    assert_eq!(
+        app.sandbox.calls().stable_token,
+        0,
+        "no unauthorized call reached WeChat"
+    );
+}
+
+#[actix_web::test]
+async fn the_token_answered_is_the_shared_one_and_wechat_accepts_it() {
+    let app = spawn_app_with(with_keys()).await;
+    // Every configured key opens the route.
+    let response = get_token(&app, Some(OTHER_ADMIN_KEY)).await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let expires_in = body["expires_in"].as_u64().expect("integer seconds");
+    // The sandbox's 7200 s less the 60 s safety margin, give or take the test's time.
+    assert!((7000..=7140).contains(&expires_in), "{expires_in}");
+    assert_eq!(stored_token(&app).await.as_deref(), Some(token));
+
+    // Signing pages and other instances use the same token: WeChat was asked once.
+    app.sign_and_check("https://page.example.com/").await;
+    let (again, _) = current_token(&app.spawn_instance()).await;
+    assert_eq!(again, token);
+    assert_eq!(app.sandbox.calls().stable_token, 1);
+    assert!(wechat_accepts(&app, token).await);
+
+    let response = app
+        .client
+        .get(format!("{}/v1/apps/nope/access_token", app.address))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 404).await, "unknown_app");
+}
+
+#[actix_web::test]
+async fn invalidating_the_current_token_fetches_one_new_token_that_every_instance_adopts() {
+    let app = spawn_app_with(with_keys()).await;
+    let other = app.spawn_instance();
+    let (old, _) = current_token(&app).await;
+    assert_eq!(current_token(&other).await.0, old);
+
+    let (was_current, new) = invalidated(invalidate(&app, &old).await).await;
+    assert!(was_current);
+    assert_ne!(new, old);
+    assert_eq!(stored_token(&app).await.as_deref(), Some(new.as_str()));
+    assert!(wechat_accepts(&app, &new).await);
+    assert_eq!(current_token(&app).await.0, new);
+    let calls = app.sandbox.calls();
+    assert_eq!(
+        calls.stable_token_force, 1,
+        "exactly one forced refetch: {calls:?}"
+    );
+
+    // The other instance adopts it at its next check of the store, without asking WeChat.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while current_token(&other).await.0 != new {
+        assert!(
+            Instant::now() < deadline,
+            "the other instance kept the old token"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.sandbox.calls(), calls, "adopted, not fetched");
+}
+
+#[actix_web::test]
+async fn a_stale_token_is_answered_with_the_current_one_at_no_cost() {
+    let app = spawn_app_with(with_keys()).await;
+    let (current, _) = current_token(&app).await;
+    let (was_current, answered) =
+        invalidated(invalidate(&app, "sbx-st-an-older-token").await).await;
+    assert!(!was_current);
+    assert_eq!(answered, current);
+    assert_eq!(stored_token(&app).await, Some(current.clone()));
+    let calls = app.sandbox.calls();
+    assert_eq!(
+        (calls.stable_token, calls.stable_token_force),
+        (1, 0),
+        "{calls:?}"
+    );
+
+    // Nor does it use up the window: the current token can still be invalidated.
+    let (was_current, new) = invalidated(invalidate(&app, &current).await).await;
+    assert!(was_current && new != current);
+}
+
+#[actix_web::test]
+async fn a_second_invalidation_within_the_window_is_429_with_retry_after_on_any_instance() {
+    let app = spawn_app_with(with_keys()).await;
+    let (first, _) = current_token(&app).await;
+    let (_, second) = invalidated(invalidate(&app, &first).await).await;
+    // Another instance, so the limit is the deployment's, not one process's.
+    let response = invalidate(&app.spawn_instance(), &second).await;
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("seconds");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_code(response, 429).await, "rate_limited");
+    assert_eq!(app.sandbox.calls().stable_token_force, 1);
+    assert_eq!(
+        stored_token(&app).await,
+        Some(second.clone()),
+        "nothing dropped"
+    );
+
+    // A caller that still holds the first token is not limited: it learns the current one.
+    let (was_current, answered) = invalidated(invalidate(&app, &first).await).await;
+    assert!(!was_current);
+    assert_eq!(answered, second);
+}
+
+#[actix_web::test]
+async fn callers_invalidating_one_token_together_cause_one_refetch() {
+    let app = spawn_app_with(with_keys()).await;
+    let other = app.spawn_instance();
+    let (old, _) = current_token(&app).await;
+    current_token(&other).await;
+    let answers = join_all((0..12).map(|i| {
+        let instance = if i % 2 == 0 { &app } else { &other };
+        invalidate(instance, &old)
+    }))
+    .await;
+    let mut replacements = Vec::new();
+    for response in answers {
+        match response.status().as_u16() {
+            200 => {
+                let (_, token) = invalidated(response).await;
+                replacements.push(token);
+            }
+            429 => assert_eq!(error_code(response, 429).await, "rate_limited"),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let calls = app.sandbox.calls();
+    assert_eq!(calls.stable_token_force, 1, "{calls:?}");
+    assert!(!replacements.is_empty());
+    let new = stored_token(&app).await.unwrap();
+    assert_ne!(new, old);
+    assert!(
+        replacements.iter().all(|t| *t == new),
+        "every 200 answer carries the one replacement: {replacements:?}"
+    );
+}
+
+#[actix_web::test]
+async fn in_classic_mode_an_invalidation_fetches_one_new_token() {
+    let app = spawn_app_with(Options {
+        token_mode: TokenMode::Classic,
+        ..with_keys()
+    })
+    .await;
+    let (old, _) = current_token(&app).await;
+    let (was_current, new) = invalidated(invalidate(&app, &old).await).await;
+    assert!(was_current && new != old);
+    assert_eq!(app.sandbox.calls().token, 2);
+    assert!(wechat_accepts(&app, &new).await);
+}
+
+#[actix_web::test]
+async fn bad_bodies_are_400_invalid_body() {
+    let app = spawn_app_with(with_keys()).await;
+    let url = format!("{}/v1/apps/default/access_token/invalidate", app.address);
+    for body in [
+        "",
+        "{not json",
+        "{}",
+        r#"{"access_token": 42}"#,
+        r#"{"access_token": ""}"#,
+        r#"["sbx-st-token"]"#,
+    ] {
+        let response = app
+            .client
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(response, 400).await, "invalid_body", "{body}");
+    }
+    assert_eq!(app.sandbox.calls().stable_token, 0);
+}
+
+#[actix_web::test]
+async fn no_secret_or_admin_key_appears_in_any_answer() {
+    let app = spawn_app_with(with_keys()).await;
+    let (token, _) = current_token(&app).await;
+    let base = &app.address;
+    let post = |key: &'static str, body: &'static str| {
+        app.client
+            .post(format!("{base}/v1/apps/default/access_token/invalidate"))
+            .bearer_auth(key)
+            .body(body)
+            .send()
+    };
+    let mut answers = vec![
+        get_token(&app, Some(ADMIN_KEY)).await,
+        get_token(&app, Some("wrong-admin-key-0000000000")).await,
+        get_token(&app, None).await,
+        post(
+            ADMIN_KEY,
+            r#"{"access_token": ["first-admin-key-0123456789"]}"#,
+        )
+        .await
+        .unwrap(),
+        post(ADMIN_KEY, "{first-admin-key-0123456789")
+            .await
+            .unwrap(),
+        post(OTHER_ADMIN_KEY, r#"{"access_token": "stale"}"#)
+            .await
+            .unwrap(),
+        app.client
+            .get(format!("{base}/v1/apps/nope/access_token"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap(),
+    ];
+    answers.push(invalidate(&app, &token).await);
+    let (_, new) = invalidated(invalidate(&app, "stale").await).await;
+    answers.push(invalidate(&app, &new).await); // 429
+    let mut statuses = Vec::new();
+    for response in answers {
+        statuses.push(response.status().as_u16());
+        let headers = format!("{:?}", response.headers());
+        let body = response.text().await.unwrap();
+        for secret in [ADMIN_KEY, OTHER_ADMIN_KEY, SECRET, SERVER_TOKEN] {
+            assert!(
+                !headers.contains(secret) && !body.contains(secret),
+                "`{secret}` answered: {headers} {body}"
+            );
+        }
+    }
+    assert_eq!(statuses, [200, 401, 401, 400, 400, 200, 404, 200, 429]);
+}
+
+#[actix_web::test]
+async fn neither_admin_keys_nor_tokens_reach_the_logs_at_debug_level() {
+    // The in-process app is only used for its sandbox and Redis.
+    let env = spawn_app_with(Options::default()).await;
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[redis]\nurl = \"{}\"\n[wechat]\napi_base = \"{}\"\n\
+             [apps.default]\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\ntoken = \"{SERVER_TOKEN}\"\n",
+            env.redis().url(),
+            env.sandbox_url
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let keys = format!("{ADMIN_KEY},{OTHER_ADMIN_KEY}");
+    let mut binary = RunningBinary::start(
+        &["--config", &config.path().to_string_lossy()],
+        &[("RUST_LOG", "debug"), ("WXJSSDK__ADMIN__KEYS", &keys)],
+        Stdio::from(logs.reopen().unwrap()),
+    )
+    .await;
+    let url = |path: &str| format!("{}/v1/apps/default/{path}", binary.address);
+    let get = |key: &str| env.client.get(url("access_token")).bearer_auth(key).send();
+    let post = |token: &str| {
+        env.client
+            .post(url("access_token/invalidate"))
+            .bearer_auth(OTHER_ADMIN_KEY)
+            .json(&serde_json::json!({ "access_token": token }))
+            .send()
+    };
+    let wrong_key = "wrong-admin-key-0000000000";
+    assert_eq!(get(wrong_key).await.unwrap().status(), 401);
+    let answer: serde_json::Value = get(ADMIN_KEY).await.unwrap().json().await.unwrap();
+    let token = answer["access_token"].as_str().unwrap().to_string();
+    assert_eq!(post("sbx-st-stale").await.unwrap().status(), 200);
+    let answer: serde_json::Value = post(&token).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["invalidated"], true);
+    let new = answer["access_token"].as_str().unwrap().to_string();
+    assert_eq!(post(&new).await.unwrap().status(), 429);
+    binary.stop();
+
+    let printed = std::fs::read_to_string(logs.path()).unwrap();
+    assert!(
+        printed.contains("invalidated at a caller's request"),
+        "the invalidation should be logged:\n{printed}"
+    );
+    for secret in [
+        ADMIN_KEY,
+        OTHER_ADMIN_KEY,
+        wrong_key,
+        &token,
+        &new,
+        "sbx-st-",
+        SECRET,
+    ] {
+        assert!(
+            !printed.contains(secret),
+            "`{secret}` appears in the logs:\n{printed}"
+        );
+    }
+}
