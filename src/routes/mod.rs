@@ -113,13 +113,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
-    .service(jssdk_resource("/wxJssdk/getJssdk"))
-    .service(jssdk_resource("/v1/apps/{name}/jssdk/config"))
-    .service(with_methods(
-        web::resource("/v1/apps/{name}/card/sign")
-            .route(web::get().to(card::sign))
-            .route(web::post().to(card::sign)),
+    .service(signing_resource("/wxJssdk/getJssdk", jssdk::config))
+    .service(signing_resource(
+        "/v1/apps/{name}/jssdk/config",
+        jssdk::config,
     ))
+    .service(signing_resource("/v1/apps/{name}/card/sign", card::sign))
     .service(public_resource("/wxJssdk/public/{name}", public::file))
     .service(public_resource("/wxJssdk/public/", public::index))
     .service(public_resource("/wxJssdk/public", public::folder))
@@ -155,12 +154,18 @@ fn verify_resource(path: &str) -> actix_web::Resource {
     )
 }
 
-/// Signing, with CORS for the app's `cors_origins` (preflights included).
-fn jssdk_resource(path: &str) -> impl HttpServiceFactory {
+/// A signing route (`wx.config`, cards): GET and POST, with CORS for the app's
+/// `cors_origins` (preflights included), since pages call it from the browser.
+fn signing_resource<F, Args>(path: &str, handler: F) -> impl HttpServiceFactory
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
     with_methods(
         web::resource(path)
-            .route(web::get().to(jssdk::config))
-            .route(web::post().to(jssdk::config))
+            .route(web::get().to(handler.clone()))
+            .route(web::post().to(handler))
             .route(web::method(Method::OPTIONS).to(cors::options)),
     )
     .wrap(actix_web::middleware::from_fn(cors::cors))

@@ -229,3 +229,40 @@ async fn card_requests_that_cannot_be_signed_are_clear_errors() {
     assert_eq!(error_code(work, 400).await, "unsupported");
     assert_eq!(app.sandbox.calls().getticket, 0);
 }
+
+#[actix_web::test]
+async fn pages_on_another_origin_may_ask_for_card_signatures_too() {
+    let app = spawn_app_with(Options {
+        cors_origins: vec![("default", &["https://shop.example.com"])],
+        ..Options::default()
+    })
+    .await;
+    let preflight = app
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/apps/default/card/sign", app.address),
+        )
+        .header("Origin", "https://shop.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let signed = app
+        .client
+        .get(format!(
+            "{}/v1/apps/default/card/sign?card_id=c1",
+            app.address
+        ))
+        .header("Origin", "https://shop.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    let allowed = signed
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(allowed.as_deref(), Some("https://shop.example.com"));
+}
