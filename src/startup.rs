@@ -6,11 +6,11 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
-use crate::access_log;
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
 use crate::configuration::Settings;
 use crate::routes::{self, AppState, Apps};
 use crate::wechat::WechatClient;
+use crate::{access_log, metrics};
 
 /// The key prefix of the in-process store (it has no `[redis]` table to name one).
 const MEMORY_KEY_PREFIX: &str = "wxjssdk";
@@ -26,6 +26,8 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot set up the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 pub struct Application {
@@ -41,6 +43,7 @@ impl Application {
         let listener =
             TcpListener::bind(&bind).map_err(|source| StartupError::Bind { bind, source })?;
         let port = listener.local_addr()?.port();
+        metrics::init()?;
         let server = run(listener, settings)?;
         Ok(Self { port, server })
     }

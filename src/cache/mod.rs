@@ -42,6 +42,7 @@ pub use redis::RedisStore;
 pub use store::{Store, StoreError};
 
 use crate::configuration::{AppSettings, CacheSettings, TokenMode};
+use crate::metrics::{self, Tier};
 use crate::wechat::{Fetched, WechatClient, WechatError};
 use local::LocalTier;
 use outage::OutageLog;
@@ -120,6 +121,16 @@ impl KeySpace {
 
 type Outcome = Result<Arc<Record>, CacheError>;
 
+tokio::task_local! {
+    /// Set while a job runs: its own waits (a ticket renewal waiting for its token)
+    /// are not a request's, and are left out of the lock-wait metrics.
+    static IN_JOB: ();
+}
+
+fn waited_by_request() -> bool {
+    IN_JOB.try_with(|_| ()).is_err()
+}
+
 /// What a job needs besides the cache: the app and this worker's WeChat client.
 #[derive(Clone)]
 pub struct Context {
@@ -180,7 +191,9 @@ impl CredentialCache {
         rejected: Option<&str>,
     ) -> Outcome {
         let copy = self.local.get(&ctx.app.appid, credential);
-        if let Some(copy) = copy.filter(|c| acceptable(&c.record, rejected)) {
+        let copy = copy.filter(|c| acceptable(&c.record, rejected));
+        metrics::cache_lookup(Tier::Local, copy.is_some());
+        if let Some(copy) = copy {
             if copy.check_is_due() {
                 self.start_job(
                     ctx,
@@ -209,12 +222,21 @@ impl CredentialCache {
         rejected: Option<&str>,
     ) -> Outcome {
         let mut outcome = self.start_job(ctx, slot, rejected);
+        let by_request = waited_by_request();
+        if by_request {
+            metrics::lock_wait();
+        }
         let wait = Duration::from_millis(self.settings.lock_wait_ms);
         let finished = tokio::time::timeout(wait, outcome.wait_for(Option::is_some))
             .await
             .ok()
             .and_then(|done| done.ok().and_then(|d| d.clone()));
-        finished.unwrap_or(Err(CacheError::LockWaitTimeout(slot.credential.name())))
+        finished.unwrap_or_else(|| {
+            if by_request {
+                metrics::lock_wait_timeout();
+            }
+            Err(CacheError::LockWaitTimeout(slot.credential.name()))
+        })
     }
 
     /// Joins the value's running job, or starts one on this worker.
@@ -244,7 +266,7 @@ impl CredentialCache {
             }
             let _ = done.send(Some(result));
         });
-        actix_web::rt::spawn(job);
+        actix_web::rt::spawn(IN_JOB.scope((), job));
         outcome
     }
 
@@ -270,6 +292,7 @@ impl CredentialCache {
                 Ok(stored) => stored.filter(|r| acceptable(r, rejected)),
                 Err(e) => return self.keep_or_fail(slot, local, e.into()),
             };
+            metrics::cache_lookup(Tier::Store, stored.is_some());
             if let Some(record) = &stored {
                 self.local.put(&slot.appid, slot.credential, record.clone());
                 if !record.is_due_for_renewal(now_ms()) {
@@ -335,6 +358,9 @@ impl CredentialCache {
         let work = self.renew_locked(ctx, slot, current, rejected);
         let result = lock.keep_alive_while(&self.store, ttl, work).await;
         lock.release(&self.store).await;
+        if result.is_err() {
+            metrics::refresh(slot.credential.name(), false);
+        }
         let record = result?;
         self.local.put(&slot.appid, slot.credential, record.clone());
         Ok(Some(record))
@@ -369,6 +395,7 @@ impl CredentialCache {
                 return Ok(newer);
             }
         }
+        metrics::refresh(slot.credential.name(), true);
         log::info!(
             "refreshed {} (usable for {} s)",
             slot.key,

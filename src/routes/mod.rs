@@ -91,6 +91,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(with_methods(
         web::resource("/readyz").route(web::get().to(health::readyz)),
     ))
+    .service(with_methods(
+        web::resource("/metrics").route(web::get().to(crate::metrics::scrape)),
+    ))
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
     .service(jssdk_resource("/wxJssdk/getJssdk"))

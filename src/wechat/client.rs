@@ -142,8 +142,14 @@ impl WechatClient {
         mode: TokenMode,
         force_refresh: bool,
     ) -> Result<Fetched, WechatError> {
-        self.with_retries(|| self.access_token_once(app, mode, force_refresh))
-            .await
+        let endpoint = match mode {
+            TokenMode::Stable => "stable_token",
+            TokenMode::Classic => "token",
+        };
+        self.with_retries(endpoint, || {
+            self.access_token_once(app, mode, force_refresh)
+        })
+        .await
     }
 
     async fn access_token_once(
@@ -180,7 +186,7 @@ impl WechatClient {
 
     /// Fetches the JS-SDK ticket (`type=jsapi`) with a valid access token.
     pub async fn jsapi_ticket(&self, access_token: &str) -> Result<Fetched, WechatError> {
-        self.with_retries(|| self.jsapi_ticket_once(access_token))
+        self.with_retries("getticket", || self.jsapi_ticket_once(access_token))
             .await
     }
 
@@ -196,14 +202,22 @@ impl WechatClient {
     /// Runs `call`, retrying transient failures up to `retries` times with exponential
     /// backoff and jitter. Errors WeChat means (bad secret, quota, rejected token) are
     /// returned at once: repeating the call cannot change them and would burn quota.
-    async fn with_retries<F, Fut>(&self, call: F) -> Result<Fetched, WechatError>
+    /// Each attempt is counted under `endpoint` (the `endpoint` label of
+    /// `wxjssdk_upstream_calls_total`).
+    async fn with_retries<F, Fut>(
+        &self,
+        endpoint: &'static str,
+        call: F,
+    ) -> Result<Fetched, WechatError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Fetched, WechatError>>,
     {
         let mut attempt = 0;
         loop {
-            match call().await {
+            let result = call().await;
+            crate::metrics::upstream_call(endpoint, &result);
+            match result {
                 Err(e) if e.is_transient() && attempt < self.retries => {
                     let backoff = RETRY_BASE * 2u32.pow(attempt);
                     let jitter = backoff.mul_f64(rand::random::<f64>());

@@ -9,5 +9,6 @@ mod faults;
 mod helpers;
 mod jssdk;
 mod logs;
+mod ops;
 mod store;
 mod verify;
