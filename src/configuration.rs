@@ -31,6 +31,9 @@ pub struct ServerSettings {
     pub bind: String,
     /// Worker threads; defaults to the number of CPUs.
     pub workers: Option<usize>,
+    /// On SIGTERM, how long requests in flight may take to finish before the workers
+    /// are stopped anyway.
+    pub shutdown_timeout_secs: u64,
 }
 
 /// Where the shared store lives: one Redis server (`url`) or a Redis Cluster
@@ -247,8 +250,9 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 10] = [
+const DEFAULTS: [(&str, &str); 11] = [
     ("server.bind", "127.0.0.1:8080"),
+    ("server.shutdown_timeout_secs", "30"),
     ("wechat.api_base", "https://api.weixin.qq.com"),
     ("wechat.token_mode", "stable"),
     ("wechat.timeout_ms", "5000"),

@@ -13,7 +13,8 @@
 //! actix-web server, [`error`] maps every failure to one JSON error shape, and
 //! [`sandbox`] is a stand-in for the WeChat API used by tests and `--dev`.
 //!
-//! Operations: [`metrics`] (Prometheus, `GET /metrics`), [`access_log`].
+//! Operations: [`metrics`] (Prometheus, `GET /metrics`), [`shutdown`] (what happens
+//! after SIGTERM), [`access_log`].
 
 pub mod access_log;
 pub mod cache;
@@ -22,5 +23,6 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 pub mod sandbox;
+pub mod shutdown;
 pub mod startup;
 pub mod wechat;

@@ -2,15 +2,16 @@
 //! HTTP server with its routes.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
-use crate::configuration::Settings;
+use crate::configuration::{RedisSettings, Settings};
 use crate::routes::{self, AppState, Apps};
 use crate::wechat::WechatClient;
-use crate::{access_log, metrics};
+use crate::{access_log, metrics, shutdown};
 
 /// The key prefix of the in-process store (it has no `[redis]` table to name one).
 const MEMORY_KEY_PREFIX: &str = "wxjssdk";
@@ -33,6 +34,9 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// Kept to release its refresh locks once the server has stopped.
+    cache: Arc<CredentialCache>,
+    redis: Option<RedisSettings>,
 }
 
 impl Application {
@@ -44,17 +48,27 @@ impl Application {
             TcpListener::bind(&bind).map_err(|source| StartupError::Bind { bind, source })?;
         let port = listener.local_addr()?.port();
         metrics::init()?;
-        let server = run(listener, settings)?;
-        Ok(Self { port, server })
+        let redis = settings.redis.clone();
+        let (server, cache) = run(listener, settings)?;
+        Ok(Self {
+            port,
+            server,
+            cache,
+            redis,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM (graceful: in-flight requests finish).
+    /// Serves until SIGTERM (graceful: in-flight requests finish, for at most
+    /// `server.shutdown_timeout_secs`) or SIGINT (at once), then releases the refresh
+    /// locks this instance still holds.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        shutdown::release_held_locks(&self.cache, self.redis.as_ref()).await;
+        served
     }
 }
 
@@ -71,7 +85,10 @@ fn store_for(settings: &Settings) -> Result<(Store, KeySpace), StoreError> {
     })
 }
 
-fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError> {
+fn run(
+    listener: TcpListener,
+    settings: Settings,
+) -> Result<(Server, Arc<CredentialCache>), StartupError> {
     let (store, keys) = store_for(&settings)?;
     let cache = CredentialCache::new(
         store,
@@ -79,9 +96,10 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
         settings.cache.clone(),
         settings.wechat.token_mode,
     );
+    let cache = Arc::new(cache);
     let state = web::Data::new(AppState {
         apps: Apps::from_settings(&settings),
-        cache: std::sync::Arc::new(cache),
+        cache: cache.clone(),
     });
     let wechat_settings = settings.wechat.clone();
     let mut server = HttpServer::new(move || {
@@ -96,5 +114,6 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
     if let Some(workers) = settings.server.workers {
         server = server.workers(workers);
     }
-    Ok(server.listen(listener)?.run())
+    let server = server.shutdown_timeout(settings.server.shutdown_timeout_secs);
+    Ok((server.listen(listener)?.run(), cache))
 }

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use lock::RefreshLock;
+pub use lock::{HeldLocks, RefreshLock};
 pub use memory::MemoryStore;
 pub use record::{now_ms, Record};
 pub use redis::RedisStore;
@@ -146,6 +146,8 @@ pub struct CredentialCache {
     local: LocalTier,
     jobs: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
     outage: OutageLog,
+    /// The refresh locks this instance holds, released at shutdown if a job is dropped.
+    held_locks: HeldLocks,
 }
 
 impl CredentialCache {
@@ -164,11 +166,17 @@ impl CredentialCache {
             local: LocalTier::new(recheck),
             jobs: Mutex::new(HashMap::new()),
             outage: OutageLog::default(),
+            held_locks: HeldLocks::default(),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The refresh locks this instance holds (for shutdown: [`HeldLocks::release_all`]).
+    pub fn held_locks(&self) -> &HeldLocks {
+        &self.held_locks
     }
 
     /// A usable JS-SDK ticket for the app.
@@ -351,8 +359,9 @@ impl CredentialCache {
         rejected: Option<&str>,
     ) -> Result<Option<Arc<Record>>, CacheError> {
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
-        let Some(lock) = RefreshLock::try_acquire(&self.store, slot.lock_key.clone(), ttl).await?
-        else {
+        let taken =
+            RefreshLock::try_acquire(&self.store, &self.held_locks, slot.lock_key.clone(), ttl);
+        let Some(lock) = taken.await? else {
             return Ok(None);
         };
         let work = self.renew_locked(ctx, slot, current, rejected);

@@ -1,10 +1,14 @@
-//! Operations, with the real binary: what `/metrics` reports. Each test runs its own
-//! process, so the counters it reads are its own.
+//! Operations, with the real binary: what `/metrics` reports and what SIGTERM does to
+//! requests in flight and to the refresh locks. Each test runs its own process, so
+//! the counters it reads are its own.
 
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::deployment::{Answer, Deployment};
-use crate::helpers::fault;
+use crate::helpers::{fault, APPID};
 
 /// The value of one series (`name{labels}` exactly as exposed) in a scrape, 0 if absent.
 fn sample(text: &str, series: &str) -> f64 {
@@ -147,5 +151,67 @@ async fn a_request_that_waits_out_lock_wait_ms_is_counted_as_a_lock_wait_timeout
         ),
         1.0,
         "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn sigterm_answers_the_request_in_flight_exits_and_releases_the_refresh_locks() {
+    // Locks that would outlive the test if nobody released them.
+    let mut deployment = Deployment::start(
+        1,
+        "[server]\nshutdown_timeout_secs = 20\n[cache]\nlock_ttl_ms = 120000\nlock_wait_ms = 1500",
+    )
+    .await;
+    deployment
+        .sandbox
+        .inject(fault(Endpoint::StableToken, None, 60_000));
+    let in_flight = deployment.client.get(format!(
+        "{}/wxJssdk/getJssdk?url=https://page.example.com/",
+        deployment.instances[0].address
+    ));
+    let in_flight = actix_web::rt::spawn(in_flight.send());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deployment.sandbox.calls().stable_token < 1 {
+        assert!(Instant::now() < deadline, "WeChat was never called");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The instance holds the token lock while WeChat takes its time.
+    let token_lock = format!("wxjssdk:{{{APPID}}}:lock:access_token");
+    let ticket_lock = format!("wxjssdk:{{{APPID}}}:lock:jsapi_ticket");
+    let mut redis = deployment.redis.connection().await;
+    let ttl: i64 = redis.pttl(&token_lock).await.unwrap();
+    assert!(ttl > 100_000, "the token lock is held (pttl {ttl})");
+
+    let asked = Instant::now();
+    deployment.instances[0].terminate();
+    let answer = in_flight
+        .await
+        .expect("the request task")
+        .expect("the request in flight is answered, not reset");
+    let status = answer.status().as_u16();
+    let body: serde_json::Value = answer.json().await.expect("a JSON answer");
+    match status {
+        200 => assert!(crate::helpers::signed_with_a_valid_ticket(
+            &deployment.sandbox,
+            &body
+        )),
+        503 => assert_eq!(body["error"]["code"], "unavailable", "{body}"),
+        other => panic!("{other}: {body}"),
+    }
+    let exit = deployment.instances[0]
+        .exit_within(Duration::from_secs(15))
+        .await;
+    assert!(exit.success(), "exit status {exit}");
+    let stopped_in = asked.elapsed();
+
+    // Right after the exit, not after the 120 s TTL.
+    for key in [&token_lock, &ticket_lock] {
+        let exists: bool = redis.exists(key).await.unwrap();
+        assert!(!exists, "{key} still held after the process exited");
+    }
+    let log = deployment.log(0);
+    assert!(
+        log.contains(&format!("released refresh lock {token_lock} at shutdown")),
+        "stopped in {stopped_in:?}:\n{log}"
     );
 }
