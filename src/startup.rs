@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -11,7 +12,7 @@ use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, St
 use crate::configuration::{RedisSettings, Settings};
 use crate::routes::{self, AppState, Apps};
 use crate::wechat::WechatClient;
-use crate::{access_log, metrics, shutdown};
+use crate::{access_log, limits, metrics, shutdown};
 
 /// The key prefix of the in-process store (it has no `[redis]` table to name one).
 const MEMORY_KEY_PREFIX: &str = "wxjssdk";
@@ -108,12 +109,18 @@ fn run(
             .app_data(state.clone())
             // awc clients are bound to their thread: one per worker.
             .app_data(web::Data::new(WechatClient::new(&wechat_settings)))
+            .configure(limits::configure)
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     });
     if let Some(workers) = settings.server.workers {
         server = server.workers(workers);
     }
-    let server = server.shutdown_timeout(settings.server.shutdown_timeout_secs);
+    let limits = &settings.server;
+    let server = server
+        .shutdown_timeout(limits.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
+        .client_disconnect_timeout(Duration::from_millis(limits.client_disconnect_timeout_ms))
+        .max_connections(limits.max_connections);
     Ok((server.listen(listener)?.run(), cache))
 }

@@ -2,7 +2,6 @@
 //! The ticket itself never leaves the service.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, SelectedApp};
@@ -10,9 +9,6 @@ use crate::cache::Context;
 use crate::error::ApiError;
 use crate::wechat::signature::{nonce, page_url, sign_url};
 use crate::wechat::WechatClient;
-
-/// Request bodies are tiny (`{"url": ...}`); anything larger is refused.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 struct UrlParam {
@@ -64,7 +60,7 @@ async fn requested_url(req: &HttpRequest, payload: web::Payload) -> Result<Strin
     if let Some(url) = query.url {
         return Ok(url);
     }
-    let body = read_body(payload).await?;
+    let body = crate::limits::read_body(payload).await?;
     if body.is_empty() {
         return Err(ApiError::MissingUrl);
     }
@@ -87,16 +83,4 @@ async fn requested_url(req: &HttpRequest, payload: web::Payload) -> Result<Strin
         ));
     };
     param.url.ok_or(ApiError::MissingUrl)
-}
-
-async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidBody(e.to_string()))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

@@ -426,6 +426,9 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
             bind: "127.0.0.1:0".into(),
             workers: Some(2),
             shutdown_timeout_secs: 30,
+            client_request_timeout_ms: 5000,
+            client_disconnect_timeout_ms: 1000,
+            max_connections: 25_000,
         },
         redis,
         wechat: WechatSettings {

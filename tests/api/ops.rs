@@ -1,14 +1,18 @@
-//! Operations, with the real binary: what `/metrics` reports and what SIGTERM does to
-//! requests in flight and to the refresh locks. Each test runs its own process, so
-//! the counters it reads are its own.
+//! Operations, with the real binary: what `/metrics` reports, what SIGTERM does to
+//! requests in flight and to the refresh locks, and how the HTTP layer treats clients
+//! that send too much or too slowly. Each test runs its own process, so the counters
+//! it reads are its own.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::deployment::{Answer, Deployment};
-use crate::helpers::{fault, APPID};
+use crate::helpers::{fault, RunningBinary, APPID};
 
 /// The value of one series (`name{labels}` exactly as exposed) in a scrape, 0 if absent.
 fn sample(text: &str, series: &str) -> f64 {
@@ -214,4 +218,105 @@ async fn sigterm_answers_the_request_in_flight_exits_and_releases_the_refresh_lo
         log.contains(&format!("released refresh lock {token_lock} at shutdown")),
         "stopped in {stopped_in:?}:\n{log}"
     );
+}
+
+/// Reads from `stream` until the server closes it (or `limit` passes); returns what
+/// was read and when the connection ended.
+fn read_until_closed(mut stream: TcpStream, limit: Duration) -> (String, Option<Duration>) {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(limit))
+        .expect("a read timeout");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(_) => {
+                // Timed out: the server kept the connection open.
+                return (String::from_utf8_lossy(&received).to_string(), None);
+            }
+        }
+    }
+    (
+        String::from_utf8_lossy(&received).to_string(),
+        Some(started.elapsed()),
+    )
+}
+
+fn connect(address: &str) -> TcpStream {
+    TcpStream::connect(address.trim_start_matches("http://")).expect("connect to the instance")
+}
+
+/// Sends `head` (a request's whole head) and returns the status line of the answer.
+fn status_line_for(address: &str, head: &[u8]) -> String {
+    let mut stream = connect(address);
+    stream.write_all(head).expect("send the request");
+    let (answer, closed) = read_until_closed(stream, Duration::from_secs(10));
+    assert!(closed.is_some(), "no answer within 10 s: {answer}");
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[actix_web::test]
+async fn slow_and_oversized_requests_are_cut_off_and_the_process_stays_up() {
+    let instance = RunningBinary::start(
+        &["--dev"],
+        &[("WXJSSDK__SERVER__CLIENT_REQUEST_TIMEOUT_MS", "1000")],
+        Stdio::null(),
+    )
+    .await;
+    let address = instance.address.clone();
+
+    // Slowloris: a request line, or headers, that never end.
+    for partial in [
+        "GET /wxJssdk/getJs",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+    ] {
+        let mut stream = connect(&address);
+        stream.write_all(partial.as_bytes()).unwrap();
+        let (answer, closed) = read_until_closed(stream, Duration::from_secs(10));
+        let closed = closed.unwrap_or_else(|| panic!("{partial:?}: still open after 10 s"));
+        assert!(
+            closed < Duration::from_secs(4),
+            "{partial:?}: disconnected only after {closed:?}"
+        );
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{partial:?}: {answer}"
+        );
+    }
+
+    // actix-http refuses a head over 128 KiB or with more than 96 headers: 431.
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(130 * 1024)
+    );
+    let long_uri = format!(
+        "GET /wxJssdk/getJssdk?url={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(130 * 1024)
+    );
+    let many_headers = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..100)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    for (what, head) in [
+        ("a 130 KiB header", big_header),
+        ("a 130 KiB URI", long_uri),
+        ("100 headers", many_headers),
+    ] {
+        let status = status_line_for(&address, head.as_bytes());
+        assert!(status.starts_with("HTTP/1.1 431"), "{what}: {status:?}");
+    }
+
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(health.status(), 200);
 }
