@@ -4,6 +4,7 @@
 
 mod health;
 mod jssdk;
+mod openapi;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -83,7 +84,7 @@ impl FromRequest for SelectedApp {
     }
 }
 
-/// The routing table.
+/// The routing table. Every route is described in `openapi.json` (a test checks it).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(with_methods(
         web::resource("/healthz").route(web::get().to(health::healthz)),
@@ -93,6 +94,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(with_methods(
         web::resource("/metrics").route(web::get().to(crate::metrics::scrape)),
+    ))
+    .service(with_methods(
+        web::resource("/openapi.json").route(web::get().to(openapi::document)),
     ))
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
