@@ -5,7 +5,9 @@
 # 1. Warm cache, ONE instance hit directly (no nginx in the way), wrk -t1 -c64 on CPU 0
 #    against the instance pinned to CPU 1 (one worker):
 #    requests/s, p50 and p99 of the sign endpoint and of /healthz, their ratio (how
-#    much a signature costs over bare HTTP), and the instance's peak RSS (VmHWM).
+#    much a signature costs over bare HTTP), the instance's CPU time per request (user +
+#    system, from /proc: unlike requests/s it barely moves when other processes compete
+#    for the machine, so it is the figure to compare two builds by), and its peak RSS.
 # 2. Cold start: a fresh stack (empty redis, fresh sandbox), COLD_REQUESTS concurrent
 #    signatures spread evenly over the 3 instances; how many token and ticket calls
 #    reached the sandbox (the whole point of the shared cache: 1 and 1).
@@ -68,12 +70,19 @@ to_ms() {
   }'
 }
 
-# Runs wrk on URL; sets RPS, P50, P99 (ms). A non-2xx answer makes the figures
-# meaningless (errors are cheap), so it stops the run.
+# CPU time (user + system, all threads) the instance has used so far, in clock ticks.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$PID/stat"
+}
+
+# Runs wrk on URL; sets RPS, P50, P99 (ms) and CPU (us of instance CPU per request). A
+# non-2xx answer makes the figures meaningless (errors are cheap), so it stops the run.
 measure() {
-  local name=$1 url=$2 out=$RESULTS/wrk-$1.txt
+  local name=$1 url=$2 out=$RESULTS/wrk-$1.txt before after
   echo "bench: taskset -c 0 wrk -t1 -c$CONNECTIONS -d$DURATION --latency $url"
+  before=$(cpu_ticks)
   taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
+  after=$(cpu_ticks)
   if grep -q 'Non-2xx\|Socket errors' "$out"; then
     cat "$out" >&2
     die "$name: wrk saw errors (above); the stack's logs are in $STACK_DIR/logs"
@@ -81,14 +90,15 @@ measure() {
   RPS=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
   P50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
   P99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+  CPU=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '/requests in/ {printf "%.2f", t / hz * 1e6 / $1}' "$out")
 }
 
-# The median of each column of "rps p50 p99" lines.
+# The median of each column of "rps p50 p99 cpu" lines.
 medians() {
   printf '%s\n' "$@" | awk '
-    { for (c = 1; c <= 3; c++) v[c, NR] = $c }
+    { for (c = 1; c <= NF; c++) v[c, NR] = $c }
     END {
-      for (c = 1; c <= 3; c++) {
+      for (c = 1; c <= NF; c++) {
         n = 0
         for (r = 1; r <= NR; r++) col[++n] = v[c, r]
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (col[j] < col[i]) { t = col[i]; col[i] = col[j]; col[j] = t }
@@ -125,17 +135,17 @@ WXJSSDK__SERVER__WORKERS=1 "$STACK" up >"$RESULTS/stack-up-1.txt" || die "the st
 taskset -a -p -c 1 "$(cut -d' ' -f1 "$STACK_DIR/pids/instance-1.pid")" >/dev/null
 INSTANCE=http://127.0.0.1:${PORTS[0]}
 curl -fsS --noproxy '*' -o /dev/null "$INSTANCE$SIGN_PATH" || die "the warming signature failed"
+PID=$(cut -d' ' -f1 "$STACK_DIR/pids/instance-1.pid")
 # Alternate the two endpoints for ROUNDS rounds and keep the median of each figure:
 # one run on a shared machine can be off by a third either way.
 for ((round = 1; round <= ROUNDS; round++)); do
   measure "sign-$round" "$INSTANCE$SIGN_PATH"
-  SIGN_RUNS+=("$RPS $P50 $P99")
+  SIGN_RUNS+=("$RPS $P50 $P99 $CPU")
   measure "healthz-$round" "$INSTANCE/healthz"
-  HEALTH_RUNS+=("$RPS $P50 $P99")
+  HEALTH_RUNS+=("$RPS $P50 $P99 $CPU")
 done
-read -r SIGN_RPS SIGN_P50 SIGN_P99 <<<"$(medians "${SIGN_RUNS[@]}")"
-read -r HEALTH_RPS HEALTH_P50 HEALTH_P99 <<<"$(medians "${HEALTH_RUNS[@]}")"
-PID=$(cut -d' ' -f1 "$STACK_DIR/pids/instance-1.pid")
+read -r SIGN_RPS SIGN_P50 SIGN_P99 SIGN_CPU <<<"$(medians "${SIGN_RUNS[@]}")"
+read -r HEALTH_RPS HEALTH_P50 HEALTH_P99 HEALTH_CPU <<<"$(medians "${HEALTH_RUNS[@]}")"
 RSS_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
 RSS_MB=$(awk -v kb="$RSS_KB" 'BEGIN {printf "%.1f", kb / 1024}')
 RATIO=$(awk -v s="$SIGN_RPS" -v h="$HEALTH_RPS" 'BEGIN {printf "%.2f", s / h}')
@@ -167,6 +177,7 @@ $(printf '%-44s %-20s %-12s %s' "sign: latency p50 / p99 (ms)" "$SIGN_P50 / $SIG
 $(printf '%-44s %-20s %-12s %s' "healthz: requests/s" "$HEALTH_RPS" "" "")
 $(printf '%-44s %-20s %-12s %s' "healthz: latency p50 / p99 (ms)" "$HEALTH_P50 / $HEALTH_P99" "" "")
 $(printf '%-44s %-20s %-12s %s' "sign_rps / healthz_rps" "$RATIO" ">= 0.9" "$(verdict "$RATIO >= 0.9")")
+$(printf '%-44s %-20s %-12s %s' "instance CPU per request, sign / healthz (us)" "$SIGN_CPU / $HEALTH_CPU" "" "")
 $(printf '%-44s %-20s %-12s %s' "peak RSS of the instance (VmHWM, MB)" "$RSS_MB" "< 30" "$(verdict "$RSS_MB < 30")")
 $(printf '%-44s %-20s %-12s %s' "cold: $COLD_REQUESTS concurrent signs answered 200" "$COLD_OK/$COLD_REQUESTS" "all" "$(verdict "$COLD_OK == $COLD_REQUESTS")")
 $(printf '%-44s %-20s %-12s %s' "cold: served per instance" "$SPREAD" "" "")

@@ -36,6 +36,18 @@ pub struct ServerSettings {
     pub bind: String,
     /// Worker threads; defaults to the number of CPUs.
     pub workers: Option<usize>,
+    /// On SIGTERM, how long requests in flight may take to finish before the workers
+    /// are stopped anyway.
+    pub shutdown_timeout_secs: u64,
+    /// A client must have sent a request's whole head (request line and headers) this
+    /// long after connecting or after its previous request, or it is cut off (408): a
+    /// slow client cannot hold a connection open by dribbling headers.
+    pub client_request_timeout_ms: u64,
+    /// How long a closing connection may take to shut down cleanly before it is dropped.
+    pub client_disconnect_timeout_ms: u64,
+    /// Open connections per worker; beyond it the worker stops accepting until some
+    /// close (the kernel's backlog holds the rest).
+    pub max_connections: usize,
 }
 
 /// Where the shared store lives: one Redis server (`url`) or a Redis Cluster
@@ -363,8 +375,12 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 11] = [
+const DEFAULTS: [(&str, &str); 15] = [
     ("server.bind", "127.0.0.1:8080"),
+    ("server.shutdown_timeout_secs", "30"),
+    ("server.client_request_timeout_ms", "5000"),
+    ("server.client_disconnect_timeout_ms", "1000"),
+    ("server.max_connections", "25000"),
     ("wechat.api_base", "https://api.weixin.qq.com"),
     ("wechat.work_api_base", "https://qyapi.weixin.qq.com"),
     ("wechat.token_mode", "stable"),
@@ -495,6 +511,16 @@ impl Settings {
         }
         if self.server.workers == Some(0) {
             return Err(invalid("server.workers", "must be at least 1"));
+        }
+        // 0 would mean "no limit" to actix: a slow client could hold a connection forever.
+        if self.server.client_request_timeout_ms == 0 {
+            return Err(invalid(
+                "server.client_request_timeout_ms",
+                "must be at least 1 (0 would let a client that never finishes its headers hold a connection)",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
         }
         self.validate_access()
     }

@@ -13,13 +13,19 @@
 //! [`configuration`] loads the layered settings, [`startup`] wires everything into an
 //! actix-web server, [`error`] maps every failure to one JSON error shape, and
 //! [`sandbox`] is a stand-in for the WeChat API used by tests and `--dev`.
+//!
+//! Operations: [`metrics`] (Prometheus, `GET /metrics`), [`limits`] (request body
+//! limits), [`shutdown`] (what happens after SIGTERM), [`access_log`].
 
 pub mod access;
 pub mod access_log;
 pub mod cache;
 pub mod configuration;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod sandbox;
+pub mod shutdown;
 pub mod startup;
 pub mod wechat;

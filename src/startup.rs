@@ -2,16 +2,18 @@
 //! HTTP server with its routes.
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::access::AdminKeys;
-use crate::access_log;
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
-use crate::configuration::Settings;
+use crate::configuration::{RedisSettings, Settings};
 use crate::routes::{self, AppState, Apps};
 use crate::wechat::WechatClient;
+use crate::{access_log, limits, metrics, shutdown};
 
 /// The key prefix of the in-process store (it has no `[redis]` table to name one).
 const MEMORY_KEY_PREFIX: &str = "wxjssdk";
@@ -27,11 +29,16 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot set up the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// Kept to release its refresh locks once the server has stopped.
+    cache: Arc<CredentialCache>,
+    redis: Option<RedisSettings>,
 }
 
 impl Application {
@@ -42,17 +49,28 @@ impl Application {
         let listener =
             TcpListener::bind(&bind).map_err(|source| StartupError::Bind { bind, source })?;
         let port = listener.local_addr()?.port();
-        let server = run(listener, settings)?;
-        Ok(Self { port, server })
+        metrics::init()?;
+        let redis = settings.redis.clone();
+        let (server, cache) = run(listener, settings)?;
+        Ok(Self {
+            port,
+            server,
+            cache,
+            redis,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM (graceful: in-flight requests finish).
+    /// Serves until SIGTERM (graceful: in-flight requests finish, for at most
+    /// `server.shutdown_timeout_secs`) or SIGINT (at once), then releases the refresh
+    /// locks this instance still holds.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        shutdown::release_held_locks(&self.cache, self.redis.as_ref()).await;
+        served
     }
 }
 
@@ -69,19 +87,28 @@ fn store_for(settings: &Settings) -> Result<(Store, KeySpace), StoreError> {
     })
 }
 
-fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError> {
-    let (store, keys) = store_for(&settings)?;
+/// What every worker shares: the apps, the credential cache, the admin keys.
+pub fn app_state(settings: &Settings) -> Result<web::Data<AppState>, StoreError> {
+    let (store, keys) = store_for(settings)?;
     let cache = CredentialCache::new(
         store,
         keys,
         settings.cache.clone(),
         settings.wechat.token_mode,
     );
-    let state = web::Data::new(AppState {
-        apps: Apps::from_settings(&settings),
-        cache: std::sync::Arc::new(cache),
+    Ok(web::Data::new(AppState {
+        apps: Apps::from_settings(settings),
+        cache: Arc::new(cache),
         admin: AdminKeys::new(&settings.admin.keys),
-    });
+    }))
+}
+
+fn run(
+    listener: TcpListener,
+    settings: Settings,
+) -> Result<(Server, Arc<CredentialCache>), StartupError> {
+    let state = app_state(&settings)?;
+    let cache = state.cache.clone();
     let wechat_settings = settings.wechat.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -89,11 +116,18 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
             .app_data(state.clone())
             // awc clients are bound to their thread: one per worker.
             .app_data(web::Data::new(WechatClient::new(&wechat_settings)))
+            .configure(limits::configure)
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     });
     if let Some(workers) = settings.server.workers {
         server = server.workers(workers);
     }
-    Ok(server.listen(listener)?.run())
+    let limits = &settings.server;
+    let server = server
+        .shutdown_timeout(limits.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
+        .client_disconnect_timeout(Duration::from_millis(limits.client_disconnect_timeout_ms))
+        .max_connections(limits.max_connections);
+    Ok((server.listen(listener)?.run(), cache))
 }

@@ -35,13 +35,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use lock::RefreshLock;
+pub use lock::{HeldLocks, RefreshLock};
 pub use memory::MemoryStore;
 pub use record::{now_ms, Record};
 pub use redis::RedisStore;
 pub use store::{Store, StoreError};
 
 use crate::configuration::{AppKind, AppSettings, CacheSettings, TokenMode};
+use crate::metrics::{self, Tier};
 use crate::wechat::{Fetched, TicketKind, WechatClient, WechatError};
 use local::LocalTier;
 use outage::OutageLog;
@@ -135,6 +136,16 @@ impl KeySpace {
 
 type Outcome = Result<Arc<Record>, CacheError>;
 
+tokio::task_local! {
+    /// Set while a job runs: its own waits (a ticket renewal waiting for its token)
+    /// are not a request's, and are left out of the lock-wait metrics.
+    static IN_JOB: ();
+}
+
+fn waited_by_request() -> bool {
+    IN_JOB.try_with(|_| ()).is_err()
+}
+
 /// What a job needs besides the cache: the app and this worker's WeChat client.
 #[derive(Clone)]
 pub struct Context {
@@ -150,6 +161,8 @@ pub struct CredentialCache {
     local: LocalTier,
     jobs: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
     outage: OutageLog,
+    /// The refresh locks this instance holds, released at shutdown if a job is dropped.
+    held_locks: HeldLocks,
 }
 
 impl CredentialCache {
@@ -168,11 +181,17 @@ impl CredentialCache {
             local: LocalTier::new(recheck),
             jobs: Mutex::new(HashMap::new()),
             outage: OutageLog::default(),
+            held_locks: HeldLocks::default(),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The refresh locks this instance holds (for shutdown: [`HeldLocks::release_all`]).
+    pub fn held_locks(&self) -> &HeldLocks {
+        &self.held_locks
     }
 
     /// A usable JS-SDK ticket for the app (`wx.config`).
@@ -205,7 +224,9 @@ impl CredentialCache {
         rejected: Option<&str>,
     ) -> Outcome {
         let copy = self.local.get(ctx.app.cache_id(), credential);
-        if let Some(copy) = copy.filter(|c| acceptable(&c.record, rejected)) {
+        let copy = copy.filter(|c| acceptable(&c.record, rejected));
+        metrics::cache_lookup(Tier::Local, copy.is_some());
+        if let Some(copy) = copy {
             if copy.check_is_due() {
                 self.start_job(
                     ctx,
@@ -234,12 +255,21 @@ impl CredentialCache {
         rejected: Option<&str>,
     ) -> Outcome {
         let mut outcome = self.start_job(ctx, slot, rejected);
+        let by_request = waited_by_request();
+        if by_request {
+            metrics::lock_wait();
+        }
         let wait = Duration::from_millis(self.settings.lock_wait_ms);
         let finished = tokio::time::timeout(wait, outcome.wait_for(Option::is_some))
             .await
             .ok()
             .and_then(|done| done.ok().and_then(|d| d.clone()));
-        finished.unwrap_or(Err(CacheError::LockWaitTimeout(slot.credential.name())))
+        finished.unwrap_or_else(|| {
+            if by_request {
+                metrics::lock_wait_timeout();
+            }
+            Err(CacheError::LockWaitTimeout(slot.credential.name()))
+        })
     }
 
     /// Joins the value's running job, or starts one on this worker.
@@ -269,7 +299,7 @@ impl CredentialCache {
             }
             let _ = done.send(Some(result));
         });
-        actix_web::rt::spawn(job);
+        actix_web::rt::spawn(IN_JOB.scope((), job));
         outcome
     }
 
@@ -295,6 +325,7 @@ impl CredentialCache {
                 Ok(stored) => stored.filter(|r| acceptable(r, rejected)),
                 Err(e) => return self.keep_or_fail(slot, local, e.into()),
             };
+            metrics::cache_lookup(Tier::Store, stored.is_some());
             if let Some(record) = &stored {
                 self.local.put(&slot.appid, slot.credential, record.clone());
                 if !record.is_due_for_renewal(now_ms()) {
@@ -353,13 +384,17 @@ impl CredentialCache {
         rejected: Option<&str>,
     ) -> Result<Option<Arc<Record>>, CacheError> {
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
-        let Some(lock) = RefreshLock::try_acquire(&self.store, slot.lock_key.clone(), ttl).await?
-        else {
+        let taken =
+            RefreshLock::try_acquire(&self.store, &self.held_locks, slot.lock_key.clone(), ttl);
+        let Some(lock) = taken.await? else {
             return Ok(None);
         };
         let work = self.renew_locked(ctx, slot, current, rejected);
         let result = lock.keep_alive_while(&self.store, ttl, work).await;
         lock.release(&self.store).await;
+        if result.is_err() {
+            metrics::refresh(slot.credential.name(), false);
+        }
         let record = result?;
         self.local.put(&slot.appid, slot.credential, record.clone());
         Ok(Some(record))
@@ -394,6 +429,7 @@ impl CredentialCache {
                 return Ok(newer);
             }
         }
+        metrics::refresh(slot.credential.name(), true);
         log::info!(
             "refreshed {} (usable for {} s)",
             slot.key,

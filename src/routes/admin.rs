@@ -8,10 +8,10 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::params::read_body;
 use super::{AppState, SelectedApp};
 use crate::cache::{now_ms, Context, Invalidation, Record};
 use crate::error::ApiError;
+use crate::limits::read_body;
 use crate::wechat::WechatClient;
 
 /// `GET /v1/apps/{name}/access_token`: the shared token, as the signing path uses it.

@@ -7,6 +7,7 @@ mod card;
 mod cors;
 mod health;
 mod jssdk;
+mod openapi;
 mod params;
 mod public;
 mod verify;
@@ -103,13 +104,19 @@ impl FromRequest for SelectedApp {
     }
 }
 
-/// The routing table.
+/// The routing table. Every route is described in `openapi.json` (a test checks it).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(with_methods(
         web::resource("/healthz").route(web::get().to(health::healthz)),
     ))
     .service(with_methods(
         web::resource("/readyz").route(web::get().to(health::readyz)),
+    ))
+    .service(with_methods(
+        web::resource("/metrics").route(web::get().to(crate::metrics::scrape)),
+    ))
+    .service(with_methods(
+        web::resource("/openapi.json").route(web::get().to(openapi::document)),
     ))
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))

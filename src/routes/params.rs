@@ -2,13 +2,9 @@
 //! POST in a JSON body or a form, whichever the page finds easiest.
 
 use actix_web::{http::header, web, HttpRequest};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-
-/// Request bodies are tiny (`{"url": ...}`); anything larger is refused.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The query string as `T`.
 pub fn from_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
@@ -21,7 +17,7 @@ pub async fn from_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Option<T>, ApiError> {
-    let body = read_body(payload).await?;
+    let body = crate::limits::read_body(payload).await?;
     if body.is_empty() {
         return Ok(None);
     }
@@ -43,16 +39,4 @@ pub async fn from_body<T: DeserializeOwned>(
             "send JSON (application/json) or a form (application/x-www-form-urlencoded)".into(),
         ))
     }
-}
-
-pub(super) async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidBody(e.to_string()))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::configuration::{AppKind, AppSettings, TokenMode, WechatSettings};
 
+/// The endpoint a ticket comes from, as the metrics name it.
+fn ticket_endpoint(app: AppKind, kind: TicketKind) -> &'static str {
+    match (app, kind) {
+        (AppKind::Official, TicketKind::Card) => "getticket_wx_card",
+        (AppKind::Official, _) => "getticket",
+        (AppKind::Work, TicketKind::Agent) => "agent_ticket",
+        (AppKind::Work, _) => "get_jsapi_ticket",
+    }
+}
+
 /// The tickets WeChat hands out for page-side signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketKind {
@@ -158,8 +168,15 @@ impl WechatClient {
         mode: TokenMode,
         force_refresh: bool,
     ) -> Result<Fetched, WechatError> {
-        self.with_retries(|| self.access_token_once(app, mode, force_refresh))
-            .await
+        let endpoint = match (app.kind, mode) {
+            (AppKind::Work, _) => "gettoken",
+            (AppKind::Official, TokenMode::Stable) => "stable_token",
+            (AppKind::Official, TokenMode::Classic) => "token",
+        };
+        self.with_retries(endpoint, || {
+            self.access_token_once(app, mode, force_refresh)
+        })
+        .await
     }
 
     async fn access_token_once(
@@ -207,8 +224,10 @@ impl WechatClient {
         kind: TicketKind,
         access_token: &str,
     ) -> Result<Fetched, WechatError> {
-        self.with_retries(|| self.ticket_once(app, kind, access_token))
-            .await
+        self.with_retries(ticket_endpoint(app.kind, kind), || {
+            self.ticket_once(app, kind, access_token)
+        })
+        .await
     }
 
     async fn ticket_once(
@@ -261,14 +280,22 @@ impl WechatClient {
     /// Runs `call`, retrying transient failures up to `retries` times with exponential
     /// backoff and jitter. Errors WeChat means (bad secret, quota, rejected token) are
     /// returned at once: repeating the call cannot change them and would burn quota.
-    async fn with_retries<F, Fut>(&self, call: F) -> Result<Fetched, WechatError>
+    /// Each attempt is counted under `endpoint` (the `endpoint` label of
+    /// `wxjssdk_upstream_calls_total`).
+    async fn with_retries<F, Fut>(
+        &self,
+        endpoint: &'static str,
+        call: F,
+    ) -> Result<Fetched, WechatError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Fetched, WechatError>>,
     {
         let mut attempt = 0;
         loop {
-            match call().await {
+            let result = call().await;
+            crate::metrics::upstream_call(endpoint, &result);
+            match result {
                 Err(e) if e.is_transient() && attempt < self.retries => {
                     let backoff = RETRY_BASE * 2u32.pow(attempt);
                     let jitter = backoff.mul_f64(rand::random::<f64>());

@@ -272,3 +272,31 @@ fn each_kind_of_app_needs_its_own_keys() {
     assert_eq!(settings.apps["work"].cache_id(), "ww1/1000002");
     assert_eq!(settings.apps["default"].cache_id(), "wx1234567890");
 }
+
+#[test]
+fn server_limits_have_defaults_and_a_request_timeout_of_zero_is_refused() {
+    let env = [
+        ("WXJSSDK__APPS__DEFAULT__APPID", "wx1"),
+        ("WXJSSDK__APPS__DEFAULT__SECRET", "s"),
+        ("WXJSSDK__APPS__DEFAULT__TOKEN", "t"),
+    ];
+    let settings = wx_jssdk::configuration::Settings::load_with_environment(None, &[], Some(&env))
+        .expect("the settings load");
+    let server = &settings.server;
+    assert_eq!(
+        (
+            server.shutdown_timeout_secs,
+            server.client_request_timeout_ms,
+            server.client_disconnect_timeout_ms,
+            server.max_connections
+        ),
+        (30, 5000, 1000, 25_000)
+    );
+
+    // 0 would switch actix's slow-client protection off.
+    let toml = format!("{COMPLETE_APP}\n[server]\nclient_request_timeout_ms = 0\n");
+    let output = run_with_config(&toml, &[]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("server.client_request_timeout_ms"), "{err}");
+}

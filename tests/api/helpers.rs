@@ -450,6 +450,10 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
             workers: Some(2),
+            shutdown_timeout_secs: 30,
+            client_request_timeout_ms: 5000,
+            client_disconnect_timeout_ms: 1000,
+            max_connections: 25_000,
         },
         redis,
         wechat: WechatSettings {
@@ -624,6 +628,30 @@ impl RunningBinary {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM, as an orchestrator does to stop an instance gracefully.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    /// Waits (polling, at most `limit`) for the process to exit, and returns how.
+    pub async fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the process") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wx-jssdk still running {limit:?} after being asked to stop"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod faults;
 mod helpers;
 mod jssdk;
 mod logs;
+mod ops;
 mod public;
 mod store;
 mod verify;

@@ -1,0 +1,321 @@
+//! Prometheus metrics of this process, served at `GET /metrics` in the text exposition
+//! format. The rest of the code records through the named functions below (one line
+//! at each place), never through the `prometheus` types.
+//!
+//! **One registry per process, in a `static`.** Prometheus scrapes every instance and
+//! adds the series up itself, so each process reports only what it did. The counters
+//! are bumped from places that hold no application state (the WeChat client of each
+//! worker, the credential cache's background jobs), and threading a handle through
+//! their constructors would touch every caller for no gain: a process has exactly one
+//! set of counters. The one cost: several services started in one process (the
+//! in-process integration tests) share them, so tests that count exactly run the real
+//! binary.
+//!
+//! [`init`] builds the registry at start-up, so a metric that could not be registered
+//! stops the service there, not on a request. Before it (unit tests of the cache or
+//! the client) every recording function does nothing.
+//!
+//! **Hot path.** A signature costs one atomic increment for the local cache hit and,
+//! in the request middleware, two series lookups (an FNV hash of the labels and a read
+//! lock on an existing entry: no allocation) plus the route pattern that actix builds.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::error::ApiError;
+use crate::wechat::WechatError;
+
+/// Every metric name starts with this, followed by `_`.
+const NAMESPACE: &str = "wxjssdk";
+
+/// The `route` label of a request no route matched: the raw path would give one series
+/// per path a scanner tries.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Buckets of the request-duration histogram, in seconds: a warm signature takes well
+/// under a millisecond, a cold one waits for WeChat (up to `cache.lock_wait_ms`, 5 s).
+const DURATION_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Which cache tier a lookup went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The instance's in-memory copy (every request).
+    Local,
+    /// Redis or the in-process store (background checks and cold starts).
+    Store,
+}
+
+struct Metrics {
+    registry: Registry,
+    upstream_calls: IntCounterVec,
+    refreshes: IntCounterVec,
+    lock_waits: IntCounter,
+    lock_wait_timeouts: IntCounter,
+    /// `wxjssdk_cache_lookups_total` by [tier][hit]: resolved once, so that the
+    /// signing path's lookup is a single atomic increment.
+    cache_lookups: [[IntCounter; 2]; 2],
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// Builds and registers every metric; later calls do nothing.
+pub fn init() -> Result<(), prometheus::Error> {
+    if METRICS.get().is_none() {
+        // Two services starting at once in one process may both build a set; the
+        // first one stored wins and the other is dropped unused.
+        let _ = METRICS.set(Metrics::new()?);
+    }
+    Ok(())
+}
+
+impl Metrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some(NAMESPACE.into()), None)?;
+        let upstream_calls = IntCounterVec::new(
+            Opts::new(
+                "upstream_calls_total",
+                "Calls to the WeChat API, each attempt counted (retries too), by endpoint and result (ok or the kind of failure).",
+            ),
+            &["endpoint", "result"],
+        )?;
+        let refreshes = IntCounterVec::new(
+            Opts::new(
+                "refreshes_total",
+                "Renewals of a credential by this instance under the refresh lock that wrote a new value (ok) or failed (error).",
+            ),
+            &["credential", "result"],
+        )?;
+        let lock_waits = IntCounter::new(
+            "lock_waits_total",
+            "Requests that found no usable copy (cold start, or expiry during an outage) and waited for a refresh job.",
+        )?;
+        let lock_wait_timeouts = IntCounter::new(
+            "lock_wait_timeouts_total",
+            "Requests whose wait for a refresh job ran out of cache.lock_wait_ms (answered 503).",
+        )?;
+        let lookups = IntCounterVec::new(
+            Opts::new(
+                "cache_lookups_total",
+                "Credential lookups by tier (local: the instance's copy, on every signature; store: Redis, on background checks and cold starts) and result (hit: a usable value was found).",
+            ),
+            &["tier", "result"],
+        )?;
+        let lookup =
+            |tier: &str, result: &str| lookups.get_metric_with_label_values(&[tier, result]);
+        let cache_lookups = [
+            [lookup("local", "miss")?, lookup("local", "hit")?],
+            [lookup("store", "miss")?, lookup("store", "hit")?],
+        ];
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route pattern (`unmatched` for unknown paths) and status code.",
+            ),
+            &["route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from receiving a request's head to producing its response, by route pattern.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(upstream_calls.clone()))?;
+        registry.register(Box::new(refreshes.clone()))?;
+        registry.register(Box::new(lock_waits.clone()))?;
+        registry.register(Box::new(lock_wait_timeouts.clone()))?;
+        registry.register(Box::new(lookups))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        Ok(Self {
+            registry,
+            upstream_calls,
+            refreshes,
+            lock_waits,
+            lock_wait_timeouts,
+            cache_lookups,
+            http_requests,
+            http_duration,
+        })
+    }
+}
+
+/// One attempt of a call to WeChat's `endpoint` (`token`, `stable_token`,
+/// `getticket`, ...) and how it ended.
+pub fn upstream_call<T>(endpoint: &'static str, result: &Result<T, WechatError>) {
+    let Some(m) = METRICS.get() else { return };
+    let result = match result {
+        Ok(_) => "ok",
+        Err(e) => upstream_error_kind(e),
+    };
+    if let Ok(counter) = m
+        .upstream_calls
+        .get_metric_with_label_values(&[endpoint, result])
+    {
+        counter.inc();
+    }
+}
+
+/// The `result` label of a failed WeChat call: what kind of failure, in a few fixed
+/// words (never the message, which would make a series per errmsg).
+pub fn upstream_error_kind(error: &WechatError) -> &'static str {
+    match error {
+        WechatError::InvalidCredential(_) => "invalid_credential",
+        WechatError::QuotaExceeded => "quota",
+        WechatError::Busy => "busy",
+        WechatError::InvalidAppId => "invalid_appid",
+        WechatError::InvalidSecret => "invalid_secret",
+        WechatError::IpNotWhitelisted => "ip_not_whitelisted",
+        WechatError::Api { .. } => "api_error",
+        WechatError::StaleValue => "stale_value",
+        WechatError::Timeout(_) => "timeout",
+        WechatError::Transport(_) => "transport",
+        WechatError::Decode(_) => "decode",
+        WechatError::NoSuchTicket(_) => "no_such_ticket",
+    }
+}
+
+/// A renewal under the refresh lock of `credential` (`access_token`, `jsapi_ticket`,
+/// ...) that wrote a new value (`ok`) or failed.
+pub fn refresh(credential: &'static str, ok: bool) {
+    let Some(m) = METRICS.get() else { return };
+    let result = if ok { "ok" } else { "error" };
+    if let Ok(counter) = m
+        .refreshes
+        .get_metric_with_label_values(&[credential, result])
+    {
+        counter.inc();
+    }
+}
+
+/// A request found no usable copy and waits for a refresh job.
+pub fn lock_wait() {
+    if let Some(m) = METRICS.get() {
+        m.lock_waits.inc();
+    }
+}
+
+/// A request's wait for a refresh job ran out of `cache.lock_wait_ms`.
+pub fn lock_wait_timeout() {
+    if let Some(m) = METRICS.get() {
+        m.lock_wait_timeouts.inc();
+    }
+}
+
+/// A credential lookup in `tier`; `hit` when it found a usable value.
+pub fn cache_lookup(tier: Tier, hit: bool) {
+    if let Some(m) = METRICS.get() {
+        let tier = match tier {
+            Tier::Local => 0,
+            Tier::Store => 1,
+        };
+        m.cache_lookups[tier][usize::from(hit)].inc();
+    }
+}
+
+/// An answered HTTP request: `request` is the routed request (`None` when the
+/// response was lost to an error before routing), labelled with the pattern of the
+/// route that matched it.
+pub fn http_request(request: Option<&HttpRequest>, status: StatusCode, elapsed: Duration) {
+    let Some(m) = METRICS.get() else { return };
+    let pattern = request.and_then(HttpRequest::match_pattern);
+    let route = pattern.as_deref().unwrap_or(UNMATCHED);
+    if let Ok(counter) = m
+        .http_requests
+        .get_metric_with_label_values(&[route, status.as_str()])
+    {
+        counter.inc();
+    }
+    if let Ok(histogram) = m.http_duration.get_metric_with_label_values(&[route]) {
+        histogram.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// `GET /metrics`: this process's metrics in the Prometheus text format.
+pub async fn scrape() -> Result<HttpResponse, ApiError> {
+    let unavailable = |why: &str| ApiError::Unavailable(format!("metrics: {why}"));
+    let m = METRICS
+        .get()
+        .ok_or_else(|| unavailable("not initialised"))?;
+    let encoder = TextEncoder::new();
+    let mut body = Vec::with_capacity(8 * 1024);
+    encoder
+        .encode(&m.registry.gather(), &mut body)
+        .map_err(|e| unavailable(&e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type(encoder.format_type())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition() -> String {
+        init().unwrap();
+        let mut body = Vec::new();
+        TextEncoder::new()
+            .encode(&METRICS.get().unwrap().registry.gather(), &mut body)
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    /// The value of the series `line_start` (name and labels as exposed), or 0.
+    fn value(text: &str, line_start: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn every_failure_has_a_fixed_kind() {
+        for (error, kind) in [
+            (WechatError::Busy, "busy"),
+            (WechatError::Timeout(1000), "timeout"),
+            (
+                WechatError::Transport("connect: refused".into()),
+                "transport",
+            ),
+            (WechatError::InvalidCredential(40001), "invalid_credential"),
+            (WechatError::QuotaExceeded, "quota"),
+            (
+                WechatError::Api {
+                    code: 48001,
+                    message: "api unauthorized rid: 1234".into(),
+                },
+                "api_error",
+            ),
+        ] {
+            assert_eq!(upstream_error_kind(&error), kind);
+        }
+    }
+
+    #[test]
+    fn recorded_values_are_exposed_with_the_prefix() {
+        let before = exposition();
+        let key = "wxjssdk_upstream_calls_total{endpoint=\"getticket\",result=\"quota\"}";
+        upstream_call::<()>("getticket", &Err(WechatError::QuotaExceeded));
+        let local_hits = "wxjssdk_cache_lookups_total{result=\"hit\",tier=\"local\"}";
+        cache_lookup(Tier::Local, true);
+        let unmatched = "wxjssdk_http_requests_total{route=\"unmatched\",status=\"404\"}";
+        http_request(None, StatusCode::NOT_FOUND, Duration::from_micros(300));
+        let after = exposition();
+        assert!(value(&after, key) >= value(&before, key) + 1.0, "{after}");
+        assert!(value(&after, local_hits) >= value(&before, local_hits) + 1.0);
+        assert!(value(&after, unmatched) >= value(&before, unmatched) + 1.0);
+        assert!(after.contains("# TYPE wxjssdk_http_request_duration_seconds histogram"));
+    }
+}
