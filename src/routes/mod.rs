@@ -105,11 +105,16 @@ impl FromRequest for SelectedApp {
 
 /// The routing table.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Probes: HEAD too, which some load balancers send.
     cfg.service(with_methods(
-        web::resource("/healthz").route(web::get().to(health::healthz)),
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .route(web::head().to(health::healthz)),
     ))
     .service(with_methods(
-        web::resource("/readyz").route(web::get().to(health::readyz)),
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .route(web::head().to(health::readyz)),
     ))
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
