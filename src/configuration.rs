@@ -190,6 +190,11 @@ pub struct WechatSettings {
     /// Further attempts after a call fails in a passing way (errcode -1, timeout,
     /// connection error), with exponential backoff and jitter.
     pub retries: u32,
+    /// Replay window of the server-URL requests (verification and pushes): one whose
+    /// `timestamp` is further than this many seconds from now, either way, or is not a
+    /// number, is refused before its signature is checked. 0: off (WeChat's documented
+    /// check is the signature alone, which a recorded request passes forever).
+    pub verify_max_age_secs: u64,
 }
 
 /// How long cached values are trusted and how refreshes are coordinated.
@@ -363,13 +368,14 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 11] = [
+const DEFAULTS: [(&str, &str); 12] = [
     ("server.bind", "127.0.0.1:8080"),
     ("wechat.api_base", "https://api.weixin.qq.com"),
     ("wechat.work_api_base", "https://qyapi.weixin.qq.com"),
     ("wechat.token_mode", "stable"),
     ("wechat.timeout_ms", "5000"),
     ("wechat.retries", "2"),
+    ("wechat.verify_max_age_secs", "0"),
     ("cache.safety_margin_secs", "60"),
     ("cache.refresh_ahead_secs", "900"),
     ("cache.lock_ttl_ms", "5000"),

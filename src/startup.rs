@@ -81,6 +81,7 @@ fn run(listener: TcpListener, settings: Settings) -> Result<Server, StartupError
         apps: Apps::from_settings(&settings),
         cache: std::sync::Arc::new(cache),
         admin: AdminKeys::new(&settings.admin.keys),
+        verify_max_age_secs: settings.wechat.verify_max_age_secs,
     });
     let wechat_settings = settings.wechat.clone();
     let mut server = HttpServer::new(move || {

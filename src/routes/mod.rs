@@ -30,6 +30,8 @@ pub struct AppState {
     pub cache: Arc<CredentialCache>,
     /// Keys of the admin routes (`admin.keys`); none: those routes do not exist.
     pub admin: AdminKeys,
+    /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
+    pub verify_max_age_secs: u64,
 }
 
 /// The configured apps, by name.
