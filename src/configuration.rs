@@ -202,6 +202,11 @@ pub struct WechatSettings {
     /// Further attempts after a call fails in a passing way (errcode -1, timeout,
     /// connection error), with exponential backoff and jitter.
     pub retries: u32,
+    /// Replay window of the server-URL requests (verification and pushes): one whose
+    /// `timestamp` is further than this many seconds from now, either way, or is not a
+    /// number, is refused before its signature is checked. 0: off (WeChat's documented
+    /// check is the signature alone, which a recorded request passes forever).
+    pub verify_max_age_secs: u64,
 }
 
 /// How long cached values are trusted and how refreshes are coordinated.
@@ -375,7 +380,7 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 15] = [
+const DEFAULTS: [(&str, &str); 16] = [
     ("server.bind", "127.0.0.1:8080"),
     ("server.shutdown_timeout_secs", "30"),
     ("server.client_request_timeout_ms", "5000"),
@@ -386,6 +391,7 @@ const DEFAULTS: [(&str, &str); 15] = [
     ("wechat.token_mode", "stable"),
     ("wechat.timeout_ms", "5000"),
     ("wechat.retries", "2"),
+    ("wechat.verify_max_age_secs", "0"),
     ("cache.safety_margin_secs", "60"),
     ("cache.refresh_ahead_secs", "900"),
     ("cache.lock_ttl_ms", "5000"),

@@ -59,6 +59,8 @@ pub enum ApiError {
     InvalidQuery(String),
     #[error("the signature does not match: this request does not come from WeChat, or the configured token differs")]
     InvalidSignature,
+    #[error("the request's `timestamp` is not a number of seconds within {0} s of this server's clock: a replayed or delayed request (or a clock off by that much)")]
+    StaleRequest(u64),
     #[error("no app named `{0}` is configured")]
     UnknownApp(String),
     #[error("no app serves the short routes: name one `default`, or use /v1/apps/NAME/...")]
@@ -98,6 +100,7 @@ impl ApiError {
             Self::MissingParameter(_) => "missing_parameter",
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidSignature => "invalid_signature",
+            Self::StaleRequest(_) => "stale_request",
             Self::UnknownApp(_) | Self::NoDefaultApp => "unknown_app",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::NotFound => "not_found",
@@ -145,7 +148,7 @@ impl ResponseError for ApiError {
             | Self::InvalidBody(_)
             | Self::MissingParameter(_)
             | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidSignature => StatusCode::UNAUTHORIZED,
+            Self::InvalidSignature | Self::StaleRequest(_) => StatusCode::UNAUTHORIZED,
             Self::UnknownApp(_) | Self::NoDefaultApp | Self::NotFound | Self::NoServerToken => {
                 StatusCode::NOT_FOUND
             }

@@ -100,6 +100,7 @@ pub fn app_state(settings: &Settings) -> Result<web::Data<AppState>, StoreError>
         apps: Apps::from_settings(settings),
         cache: Arc::new(cache),
         admin: AdminKeys::new(&settings.admin.keys),
+        verify_max_age_secs: settings.wechat.verify_max_age_secs,
     }))
 }
 

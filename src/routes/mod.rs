@@ -31,6 +31,8 @@ pub struct AppState {
     pub cache: Arc<CredentialCache>,
     /// Keys of the admin routes (`admin.keys`); none: those routes do not exist.
     pub admin: AdminKeys,
+    /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
+    pub verify_max_age_secs: u64,
 }
 
 /// The configured apps, by name.
@@ -106,11 +108,16 @@ impl FromRequest for SelectedApp {
 
 /// The routing table. Every route is described in `openapi.json` (a test checks it).
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Probes: HEAD too, which some load balancers send.
     cfg.service(with_methods(
-        web::resource("/healthz").route(web::get().to(health::healthz)),
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .route(web::head().to(health::healthz)),
     ))
     .service(with_methods(
-        web::resource("/readyz").route(web::get().to(health::readyz)),
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .route(web::head().to(health::readyz)),
     ))
     .service(with_methods(
         web::resource("/metrics").route(web::get().to(crate::metrics::scrape)),

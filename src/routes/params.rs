@@ -8,8 +8,30 @@ use crate::error::ApiError;
 
 /// The query string as `T`.
 pub fn from_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    serde_urlencoded::from_str(req.query_string())
-        .map_err(|e| ApiError::InvalidQuery(e.to_string()))
+    let query = req.query_string();
+    if !decodes_to_utf8(query.as_bytes()) {
+        return Err(ApiError::InvalidQuery(NOT_UTF8.into()));
+    }
+    serde_urlencoded::from_str(query).map_err(|e| ApiError::InvalidQuery(e.to_string()))
+}
+
+const NOT_UTF8: &str = "a percent-encoded name or value is not UTF-8";
+
+/// Whether every name and value of a query string or form is UTF-8 once
+/// percent-decoded. `serde_urlencoded` silently replaces what is not with U+FFFD, and
+/// a page URL so altered would be signed as a string the page never had. The
+/// separators (`&`, `=`) are ASCII, so checking the whole string at once checks each
+/// piece.
+fn decodes_to_utf8(raw: &[u8]) -> bool {
+    percent_encoding::percent_decode(raw).decode_utf8().is_ok()
+}
+
+/// Whether `body` holds a JSON object (what every route takes), judged by its first
+/// significant byte: serde would also read a struct from an array of its fields.
+fn is_json_object(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
 }
 
 /// The body as `T`, by its content type; `None` when there is no body.
@@ -27,10 +49,20 @@ pub async fn from_body<T: DeserializeOwned>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if content_type.starts_with("application/json") {
+        if !is_json_object(&body) {
+            return Err(ApiError::InvalidBody(
+                "send a JSON object, e.g. {\"url\": \"...\"}".into(),
+            ));
+        }
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| ApiError::InvalidBody(format!("not the expected JSON object: {e}")))
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        if !decodes_to_utf8(&body) {
+            return Err(ApiError::InvalidBody(format!(
+                "not a valid form: {NOT_UTF8}"
+            )));
+        }
         serde_urlencoded::from_bytes(&body)
             .map(Some)
             .map_err(|e| ApiError::InvalidBody(format!("not a valid form: {e}")))

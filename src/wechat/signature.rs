@@ -94,10 +94,24 @@ pub fn page_url(raw: &str) -> Result<&str, PageUrlError> {
     let without_fragment = raw.split('#').next().unwrap_or(raw);
     let parsed = url::Url::parse(without_fragment).map_err(|_| PageUrlError::NotHttp)?;
     let is_http = matches!(parsed.scheme(), "http" | "https");
-    if !is_http || parsed.host_str().is_none_or(str::is_empty) {
+    if !is_http || parsed.host_str().is_none_or(str::is_empty) || !has_written_host(raw) {
         return Err(PageUrlError::NotHttp);
     }
     Ok(without_fragment)
+}
+
+/// Whether `raw` spells out `scheme://host` as a page's `location.href` always does.
+/// The URL parser forgives `http:///x`, `https:host` and `https:\\host`, finding a host
+/// that the string signed (the one WeChat compares) does not have where a page's URL
+/// has it.
+fn has_written_host(raw: &str) -> bool {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        && !authority.is_empty()
+        && !authority.contains('\\')
 }
 
 #[cfg(test)]
@@ -179,6 +193,11 @@ mod tests {
             "ftp://h/x",
             "http://",
             "mailto:a@b.c",
+            "http:///a.example.com/",
+            "https:a.example.com/",
+            "https:\\\\a.example.com\\",
+            "https://a.example.com\\@b.example.com/",
+            "https:/a.example.com/",
         ] {
             assert_eq!(page_url(bad), Err(PageUrlError::NotHttp), "{bad}");
         }

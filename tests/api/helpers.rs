@@ -332,6 +332,8 @@ pub struct Options {
     pub cors_origins: Vec<(&'static str, &'static [&'static str])>,
     /// `admin.keys`; none: the admin routes do not exist.
     pub admin_keys: Vec<&'static str>,
+    /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
+    pub verify_max_age_secs: u64,
 }
 
 impl Default for Options {
@@ -352,6 +354,7 @@ impl Default for Options {
             allowed_domains: Vec::new(),
             cors_origins: Vec::new(),
             admin_keys: Vec::new(),
+            verify_max_age_secs: 0,
         }
     }
 }
@@ -462,6 +465,7 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
             token_mode: options.token_mode,
             timeout_ms: WECHAT_TIMEOUT_MS,
             retries: 2,
+            verify_max_age_secs: options.verify_max_age_secs,
         },
         cache: options.cache.clone(),
         apps,

@@ -10,6 +10,7 @@ mod dev;
 mod domains;
 mod faults;
 mod helpers;
+mod hostile;
 mod jssdk;
 mod logs;
 mod ops;

@@ -120,3 +120,108 @@ async fn an_unknown_app_is_a_json_404() {
         .unwrap();
     assert_eq!(error_code(response, 404).await, "unknown_app");
 }
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A query WeChat would sign with the right token, at `timestamp`.
+fn signed_at(timestamp: &str) -> Vec<(&'static str, String)> {
+    let nonce = "nonce123";
+    vec![
+        (
+            "signature",
+            wechat_signature(SERVER_TOKEN, timestamp, nonce),
+        ),
+        ("timestamp", timestamp.into()),
+        ("nonce", nonce.into()),
+        ("echostr", "echo-5837".into()),
+    ]
+}
+
+#[actix_web::test]
+async fn with_a_replay_window_old_future_and_non_numeric_timestamps_are_stale() {
+    const WINDOW: u64 = 60;
+    let app = spawn_app_with(Options {
+        with_redis: false,
+        verify_max_age_secs: WINDOW,
+        ..Options::default()
+    })
+    .await;
+    let check = |timestamp: String| {
+        app.client
+            .get(format!("{}/wxJssdk", app.address))
+            .query(&signed_at(&timestamp))
+            .send()
+    };
+    let push = |timestamp: String| {
+        let query: Vec<_> = signed_at(&timestamp)
+            .into_iter()
+            .filter(|(k, _)| *k != "echostr")
+            .collect();
+        app.client
+            .post(format!("{}/v1/apps/default/verify", app.address))
+            .query(&query)
+            .body("<xml/>")
+            .send()
+    };
+    // Inside the window, a few seconds from either edge (the clock ticks meanwhile;
+    // the exact bounds are the unit test's).
+    let now = now_secs();
+    for fresh in [now, now - (WINDOW - 5), now + (WINDOW - 5)] {
+        let response = check(fresh.to_string()).await.unwrap();
+        assert_eq!(response.status(), 200, "{fresh} vs {now}");
+        assert_eq!(push(fresh.to_string()).await.unwrap().status(), 200);
+    }
+    // Correctly signed, but outside: refused before the signature counts.
+    for stale in [
+        (now - (WINDOW + 5)).to_string(),
+        (now + WINDOW + 5).to_string(),
+        "1414587457".to_string(),
+        "soon".to_string(),
+        format!("{now}.0"),
+        String::new(),
+    ] {
+        let response = check(stale.clone()).await.unwrap();
+        assert_eq!(
+            error_code(response, 401).await,
+            "stale_request",
+            "{stale:?}"
+        );
+        let response = push(stale.clone()).await.unwrap();
+        assert_eq!(
+            error_code(response, 401).await,
+            "stale_request",
+            "{stale:?}"
+        );
+    }
+    // A fresh timestamp does not make a wrong signature right.
+    let mut forged = signed_at(&now.to_string());
+    forged[0].1 = wechat_signature("another-token", &now.to_string(), "nonce123");
+    let response = app
+        .client
+        .get(format!("{}/wxJssdk", app.address))
+        .query(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response, 401).await, "invalid_signature");
+}
+
+#[actix_web::test]
+async fn without_a_replay_window_any_timestamp_with_a_good_signature_passes() {
+    let app = app().await;
+    for timestamp in ["1414587457", "0", "not-a-number", "99999999999"] {
+        let response = app
+            .client
+            .get(format!("{}/wxJssdk", app.address))
+            .query(&signed_at(timestamp))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{timestamp}");
+    }
+}
