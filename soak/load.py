@@ -15,10 +15,10 @@ once the load has stopped and the tickets were polled one last time.
 
 Every other answer (non-2xx, or no answer at all: connection refused or reset,
 timeout) is recorded with its time and target. At the end the windows written by
-run.sh to WINDOWS_FILE ("LABEL START END TARGET", epoch seconds, TARGET "*" for any)
-say which failures were announced: a failure counts as inside a window if the request
-overlapped it and went to its target, outside otherwise. Only 503s and connection
-errors can be inside a window; any other status is always outside.
+run.sh to WINDOWS_FILE ("LABEL START END TARGET KINDS", epoch seconds, TARGET "*" for
+any, KINDS "503" or "503,conn") say which failures were announced: a failure counts as
+inside a window if the request overlapped it, went to its target and is of one of its
+kinds (a 503, or no answer for "conn"); anything else is outside.
 
 Writes a JSON summary to OUT and prints it readably; exit status 0 means nothing
 outside the windows and every 200 verified.
@@ -161,8 +161,8 @@ def read_windows(path):
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                label, start, end, target = line.split()
-                windows.append((label, float(start), float(end), target))
+                label, start, end, target, kinds = line.split()
+                windows.append((label, float(start), float(end), target, kinds.split(",")))
     except FileNotFoundError:
         pass
     return windows
@@ -212,12 +212,12 @@ def main():
     windows = read_windows(args.windows_file)
     inside, outside = Counter(), []
     for start, end, target, status in results.failures:
-        announced = status == "503" or status.startswith("conn:")
+        kind = "conn" if status.startswith("conn:") else status
         label = next(
             (
                 w[0]
                 for w in windows
-                if announced and start <= w[2] and end >= w[1] and w[3] in ("*", target)
+                if kind in w[4] and start <= w[2] and end >= w[1] and w[3] in ("*", target)
             ),
             None,
         )

@@ -5,9 +5,10 @@
 # afterwards) and an instance restart on the way. Exits non-zero when a limit is broken:
 #
 #   - a non-2xx answer (or no answer) outside the announced windows: the Redis restart
-#     (from SIGTERM until it answers again + lock_wait_ms + local_recheck_ms, any target)
-#     and the instance restart (from SIGTERM until /readyz answers, requests sent to that
-#     instance directly; nginx must hide it);
+#     (from SIGTERM until it answers again + lock_wait_ms + local_recheck_ms, any target,
+#     503 only: a cold instance's answer) and the instance restart (from SIGTERM until
+#     /readyz answers, requests sent to that instance directly, 503 or no answer; nginx
+#     must hide it);
 #   - a 200 answer whose signature does not verify against a ticket the sandbox issued
 #     (every answer is checked, see soak/load.py);
 #   - more jsapi ticket calls to WeChat than floor(T / P) + 1 + 1 (one per renewal
@@ -132,14 +133,14 @@ sleep_until "$(at $((DURATION / 3)))"
 start=$(now)
 "$STACK" restart redis >>"$RESULTS/restarts.txt" 2>&1 || die "redis did not come back: $(cat "$RESULTS/restarts.txt")"
 end=$(awk -v t="$(now)" -v w=$((LOCK_WAIT_SECS + RECHECK_SECS)) 'BEGIN { printf "%.3f", t + w }')
-echo "redis-restart $start $end *" >>"$WINDOWS"
+echo "redis-restart $start $end * 503" >>"$WINDOWS"
 echo "soak: redis restarted at +$(elapsed_since "$LOAD_START")s, DBSIZE right after: $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" dbsize)"
 
 # Instance 2 restart at half the run: SIGTERM (graceful), then the same command again.
 sleep_until "$(at $((DURATION / 2)))"
 start=$(now)
 "$STACK" restart instance-2 >>"$RESULTS/restarts.txt" 2>&1 || die "instance-2 did not come back: $(cat "$RESULTS/restarts.txt")"
-echo "instance-2-restart $start $(now) http://127.0.0.1:${PORTS[1]}" >>"$WINDOWS"
+echo "instance-2-restart $start $(now) http://127.0.0.1:${PORTS[1]} 503,conn" >>"$WINDOWS"
 echo "soak: instance-2 restarted at +$(elapsed_since "$LOAD_START")s"
 # Its RSS baseline is its own warm-up after the restart.
 sleep_until "$(at $((DURATION / 2 + WARMUP)))"
