@@ -89,7 +89,8 @@ sleep_until() {
 }
 
 instance_pid() { cut -d' ' -f1 "$STACK_DIR/pids/$1.pid"; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# 0 for a process that is gone: the status check at the end reports that, by name.
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 fail() {
   FAILURES+=("$*")
