@@ -6,6 +6,9 @@
 #   deploy/local-stack.sh up       start everything; wait (bounded) until each piece answers
 #   deploy/local-stack.sh down     stop what `up` started, and nothing else
 #   deploy/local-stack.sh status   what runs and whether it answers (exit 0: all of it)
+#   deploy/local-stack.sh restart PIECE   SIGTERM one piece (redis or instance-1..3), start
+#                                  it again with the same settings, wait until it answers
+#                                  (redis comes back empty: it has no persistence)
 #
 # Settings, from the environment:
 #   STACK_DIR       state dir: configs, pid files, logs       (default /tmp/wx-jssdk-stack)
@@ -209,11 +212,28 @@ render_nginx_conf() {
     die "cannot render $STACK_DIR/nginx.conf from deploy/nginx.conf"
 }
 
-up() {
-  mkdir -p "$STACK_DIR"
+# The one place each restartable piece's command line is written: `up` and `restart`
+# start it the same way.
+start_piece() {
+  case $1 in
+    redis)
+      start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --save "" --appendonly no --dir "$STACK_DIR" --logfile ""
+      ;;
+    instance-*) start_bg "$1" "$WXJSSDK_BIN" --config "$STACK_DIR/$1.toml" ;;
+  esac
+}
+
+absolute_state_dir() {
+  [[ -d $STACK_DIR ]] || die "no state dir $STACK_DIR"
   STACK_DIR=$(cd "$STACK_DIR" && pwd) # nginx wants absolute paths
   PIDS=$STACK_DIR/pids
   LOGS=$STACK_DIR/logs
+}
+
+up() {
+  mkdir -p "$STACK_DIR"
+  absolute_state_dir
   local piece
   for piece in "${PIECES[@]}"; do
     if running_pid "$piece" >/dev/null; then
@@ -230,8 +250,7 @@ up() {
   # From here on, a failure stops whatever was started; the logs stay for reading.
   trap 'rc=$?; if ((rc != 0)); then echo "local-stack: up failed, stopping what was started" >&2; down; fi' EXIT
 
-  start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
-    --save "" --appendonly no --dir "$STACK_DIR" --logfile ""
+  start_piece redis
   wait_for redis check_piece redis
 
   start_bg sandbox "$WXJSSDK_BIN" sandbox --bind "127.0.0.1:$SANDBOX_PORT" \
@@ -242,7 +261,7 @@ up() {
   for piece in "${INSTANCES[@]}"; do
     port=$(instance_port "$piece")
     write_instance_config "$port" "$STACK_DIR/$piece.toml"
-    start_bg "$piece" "$WXJSSDK_BIN" --config "$STACK_DIR/$piece.toml"
+    start_piece "$piece"
   done
   for piece in "${INSTANCES[@]}"; do
     wait_for "$piece" check_piece "$piece"
@@ -305,6 +324,30 @@ down() {
   if ((!found)); then echo "local-stack: nothing started from $STACK_DIR is recorded"; fi
 }
 
+# Stops one piece the way `down` does (SIGTERM, bounded wait, then SIGKILL) and starts it
+# again from the files `up` wrote; returns once it answers, like `up`.
+restart() {
+  local piece=${1:-} pid started
+  case $piece in
+    redis | instance-1 | instance-2 | instance-3) ;;
+    *) die "restart: PIECE must be redis or instance-1..3, got '$piece'" ;;
+  esac
+  absolute_state_dir
+  pid=$(running_pid "$piece") || die "$piece does not run from $STACK_DIR"
+  if [[ $piece == instance-* ]]; then
+    WXJSSDK_BIN=${WXJSSDK_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/wx-jssdk}
+    [[ -x $WXJSSDK_BIN ]] || die "WXJSSDK_BIN=$WXJSSDK_BIN is not an executable"
+  fi
+  started=$(start_time "$pid")
+  stop_pid "$pid" "$started" "$piece"
+  echo "local-stack: stopped $piece (pid $pid)"
+  local port=$REDIS_PORT
+  [[ $piece == redis ]] || port=$(instance_port "$piece")
+  if port_in_use "$port"; then die "port $port was taken while $piece was down"; fi
+  start_piece "$piece"
+  wait_for "$piece" check_piece "$piece"
+}
+
 status() {
   local piece pid state answers all=0
   printf '%-11s %-8s %-9s %-8s %s\n' PIECE PID STATE ANSWERS ADDRESS
@@ -326,8 +369,9 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   status) status ;;
+  restart) restart "${2:-}" ;;
   *)
-    echo "usage: $0 up|down|status   (settings: see the top of this script)" >&2
+    echo "usage: $0 up|down|status|restart PIECE   (settings: see the top of this script)" >&2
     exit 2
     ;;
 esac
