@@ -4,12 +4,13 @@
 use actix_web::{http::header, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::params::from_query;
 use super::SelectedApp;
 use crate::error::ApiError;
 use crate::wechat::signature::verify_server_signature;
 
 #[derive(Deserialize)]
-struct SignedQuery {
+pub(super) struct SignedQuery {
     signature: Option<String>,
     timestamp: Option<String>,
     nonce: Option<String>,
@@ -18,8 +19,7 @@ struct SignedQuery {
 
 impl SignedQuery {
     fn parse(req: &HttpRequest) -> Result<Self, ApiError> {
-        serde_urlencoded::from_str(req.query_string())
-            .map_err(|e| ApiError::InvalidQuery(e.to_string()))
+        from_query(req)
     }
 
     /// Checks the signature WeChat puts on every request to the server URL.
