@@ -91,6 +91,12 @@ pub fn page_url(raw: &str) -> Result<&str, PageUrlError> {
     if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(PageUrlError::ControlCharacters);
     }
+    // The WHATWG parser below also takes `http:host` and `http:\\host`, but a page's
+    // `location.href` never looks like that: signing such a string signs a URL no page
+    // can have, so the failure would only show later, in WeChat's `invalid signature`.
+    if !has_http_prefix(raw) {
+        return Err(PageUrlError::NotHttp);
+    }
     let without_fragment = raw.split('#').next().unwrap_or(raw);
     let parsed = url::Url::parse(without_fragment).map_err(|_| PageUrlError::NotHttp)?;
     let is_http = matches!(parsed.scheme(), "http" | "https");
@@ -98,6 +104,15 @@ pub fn page_url(raw: &str) -> Result<&str, PageUrlError> {
         return Err(PageUrlError::NotHttp);
     }
     Ok(without_fragment)
+}
+
+/// Whether `raw` begins with `http://` or `https://`, in any case (browsers lowercase
+/// the scheme in `location.href`, but a page may pass its URL as written).
+fn has_http_prefix(raw: &str) -> bool {
+    ["http://", "https://"].iter().any(|prefix| {
+        raw.get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    })
 }
 
 #[cfg(test)]
@@ -167,6 +182,10 @@ mod tests {
             Ok("https://a.example.com/p?x=%E4%BD%A0&y=1")
         );
         assert_eq!(page_url("http://a.example.com"), Ok("http://a.example.com"));
+        assert_eq!(
+            page_url("HTTPS://A.example.com/"),
+            Ok("HTTPS://A.example.com/")
+        );
     }
 
     #[test]
@@ -179,6 +198,11 @@ mod tests {
             "ftp://h/x",
             "http://",
             "mailto:a@b.c",
+            // Found by tests/properties.rs: the URL parser accepts these as
+            // `http://a/`, yet no page has such a `location.href`.
+            "hTtp:a",
+            "http:/a.com/p",
+            "https:\\\\a.com\\p",
         ] {
             assert_eq!(page_url(bad), Err(PageUrlError::NotHttp), "{bad}");
         }
