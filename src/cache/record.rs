@@ -9,6 +9,12 @@ use crate::wechat::Fetched;
 /// safety margin, so it covers the rest of the value's real life.
 const KEEP_AFTER_EXPIRY_MS: u64 = 15 * 60 * 1000;
 
+/// The longest life we believe WeChat states for a value. It states 7200 s; an answer
+/// claiming more is broken, and trusting it as is would overflow the deadline
+/// arithmetic (here, and `Instant + ttl` in the memory store) and keep the value
+/// cached long after WeChat has dropped it.
+pub const MAX_LIFE_SECS: u64 = 24 * 60 * 60;
+
 /// A token or ticket as stored, with its deadlines as Unix milliseconds. The deadlines
 /// travel inside the value so that one read gives both: a TTL read separately could
 /// lapse between the two reads.
@@ -35,9 +41,14 @@ impl Record {
         now: u64,
         settings: &CacheSettings,
     ) -> Option<Self> {
-        let life = fetched.expires_in.saturating_mul(1000);
-        let margin = (settings.safety_margin_secs * 1000).min(life / 5);
-        let expires_at = now + life - margin;
+        let life = fetched.expires_in.min(MAX_LIFE_SECS) * 1000;
+        let margin = settings
+            .safety_margin_secs
+            .saturating_mul(1000)
+            .min(life / 5);
+        // `life - margin` cannot underflow (margin <= life / 5); the sum saturates so
+        // that no clock reading can overflow it.
+        let expires_at = now.saturating_add(life - margin);
         if let Some(previous) = previous.filter(|p| p.value == fetched.value) {
             let expires_at = expires_at.min(previous.expires_at);
             return (expires_at > now).then(|| Record {
@@ -46,7 +57,10 @@ impl Record {
                 expires_at,
             });
         }
-        let ahead = (settings.refresh_ahead_secs * 1000).min((expires_at - now) / 2);
+        let ahead = settings
+            .refresh_ahead_secs
+            .saturating_mul(1000)
+            .min((expires_at - now) / 2);
         Some(Record {
             value: fetched.value,
             renew_at: expires_at - ahead,
@@ -70,7 +84,7 @@ impl Record {
     /// Milliseconds the store keeps the record: past its usable life, so that a value
     /// WeChat hands out again can still be recognised (see [`Record::from_fetched`]).
     pub fn store_ttl_ms(&self, now: u64) -> u64 {
-        self.ttl_ms(now) + KEEP_AFTER_EXPIRY_MS
+        self.ttl_ms(now).saturating_add(KEEP_AFTER_EXPIRY_MS)
     }
 
     pub fn to_json(&self) -> String {
@@ -150,6 +164,22 @@ mod tests {
         let first = record("T", 7200, None, 0).unwrap();
         assert_eq!(record("T", 7200, Some(&first), first.expires_at), None);
         assert!(record("U", 7200, Some(&first), first.expires_at).is_some());
+    }
+
+    /// Found by tests/properties.rs: an absurd `expires_in` (in a broken answer)
+    /// overflowed the deadline arithmetic.
+    #[test]
+    fn absurd_lifetimes_are_capped_not_overflowed() {
+        let now = 1_795_608_316_000;
+        for expires_in in [5_905_308_935_784_686, u64::MAX] {
+            let r = record("T", expires_in, None, now).unwrap();
+            let capped = record("T", MAX_LIFE_SECS, None, now).unwrap();
+            assert_eq!(r, capped);
+            assert!(r.renew_at <= r.expires_at);
+            assert!(r.store_ttl_ms(now) < 2 * MAX_LIFE_SECS * 1000);
+        }
+        let r = record("T", u64::MAX, None, u64::MAX - 1).unwrap();
+        assert!(r.renew_at <= r.expires_at);
     }
 
     #[test]

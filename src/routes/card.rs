@@ -14,7 +14,7 @@ use crate::wechat::WechatClient;
 
 /// What the page asks to sign; field names as the JS-SDK documents them.
 #[derive(Deserialize, Default)]
-struct CardParams {
+pub(super) struct CardParams {
     /// `add_card` (default): the `cardExt` of one card for `wx.addCard`;
     /// `choose_card`: the `cardSign` for `wx.chooseCard`.
     purpose: Option<String>,

@@ -12,7 +12,7 @@ use crate::wechat::signature::{nonce, page_url, sign_url};
 use crate::wechat::WechatClient;
 
 #[derive(Deserialize)]
-struct UrlParam {
+pub(super) struct UrlParam {
     url: Option<String>,
 }
 

@@ -206,3 +206,21 @@ fn with_methods(resource: actix_web::Resource) -> actix_web::Resource {
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
+
+/// Parses `query` and a `body` of `content_type` into the parameters of every route
+/// that reads them (`wx.config` and card signing, server-URL verification), with the
+/// same functions the handlers use, and reports how many parsed. The handlers read
+/// bodies inside actix's runtime; this is the pure part behind them, public so that
+/// the fuzzer (`fuzz/fuzz_targets/request_params.rs`) can reach it without a server.
+pub fn parse_request_params(query: &str, content_type: &str, body: &[u8]) -> usize {
+    use params::{parse_body, parse_query};
+    // An error must render too: its message goes back to the client.
+    fn ok<T>(parsed: Result<T, ApiError>) -> usize {
+        parsed.map_err(|e| e.to_string()).is_ok().into()
+    }
+    ok(parse_query::<jssdk::UrlParam>(query))
+        + ok(parse_query::<card::CardParams>(query))
+        + ok(parse_query::<verify::SignedQuery>(query))
+        + ok(parse_body::<jssdk::UrlParam>(content_type, body))
+        + ok(parse_body::<card::CardParams>(content_type, body))
+}

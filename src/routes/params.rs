@@ -8,11 +8,64 @@ use crate::error::ApiError;
 
 /// The query string as `T`.
 pub fn from_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    let query = req.query_string();
+    parse_query(req.query_string())
+}
+
+/// A raw query string as `T`. Kept apart from [`from_query`] so that it can be
+/// exercised without a request (see [`super::parse_request_params`]).
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     if !decodes_to_utf8(query.as_bytes()) {
         return Err(ApiError::InvalidQuery(NOT_UTF8.into()));
     }
     serde_urlencoded::from_str(query).map_err(|e| ApiError::InvalidQuery(e.to_string()))
+}
+
+/// The body as `T`, by its content type; `None` when there is no body.
+pub async fn from_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Option<T>, ApiError> {
+    let body = crate::limits::read_body(payload).await?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    parse_body(content_type, &body)
+}
+
+/// A body already read, as `T`, by its `content_type`; `None` when it is empty. The
+/// pure half of [`from_body`], which the fuzzer reaches without a runtime.
+pub fn parse_body<T: DeserializeOwned>(
+    content_type: &str,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    if content_type.starts_with("application/json") {
+        if !is_json_object(body) {
+            return Err(ApiError::InvalidBody(
+                "send a JSON object, e.g. {\"url\": \"...\"}".into(),
+            ));
+        }
+        serde_json::from_slice(body)
+            .map(Some)
+            .map_err(|e| ApiError::InvalidBody(format!("not the expected JSON object: {e}")))
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        if !decodes_to_utf8(body) {
+            return Err(ApiError::InvalidBody(format!(
+                "not a valid form: {NOT_UTF8}"
+            )));
+        }
+        serde_urlencoded::from_bytes(body)
+            .map(Some)
+            .map_err(|e| ApiError::InvalidBody(format!("not a valid form: {e}")))
+    } else {
+        Err(ApiError::InvalidBody(
+            "send JSON (application/json) or a form (application/x-www-form-urlencoded)".into(),
+        ))
+    }
 }
 
 const NOT_UTF8: &str = "a percent-encoded name or value is not UTF-8";
@@ -32,43 +85,4 @@ fn is_json_object(body: &[u8]) -> bool {
     body.iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
         .is_some_and(|&b| b == b'{')
-}
-
-/// The body as `T`, by its content type; `None` when there is no body.
-pub async fn from_body<T: DeserializeOwned>(
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<Option<T>, ApiError> {
-    let body = crate::limits::read_body(payload).await?;
-    if body.is_empty() {
-        return Ok(None);
-    }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type.starts_with("application/json") {
-        if !is_json_object(&body) {
-            return Err(ApiError::InvalidBody(
-                "send a JSON object, e.g. {\"url\": \"...\"}".into(),
-            ));
-        }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| ApiError::InvalidBody(format!("not the expected JSON object: {e}")))
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        if !decodes_to_utf8(&body) {
-            return Err(ApiError::InvalidBody(format!(
-                "not a valid form: {NOT_UTF8}"
-            )));
-        }
-        serde_urlencoded::from_bytes(&body)
-            .map(Some)
-            .map_err(|e| ApiError::InvalidBody(format!("not a valid form: {e}")))
-    } else {
-        Err(ApiError::InvalidBody(
-            "send JSON (application/json) or a form (application/x-www-form-urlencoded)".into(),
-        ))
-    }
 }

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::wechat::signature::verify_server_signature;
 
 #[derive(Deserialize)]
-struct SignedQuery {
+pub(super) struct SignedQuery {
     signature: Option<String>,
     timestamp: Option<String>,
     nonce: Option<String>,

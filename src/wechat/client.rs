@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use actix_web::web;
+
 use serde::{Deserialize, Serialize};
 
 use crate::configuration::{AppKind, AppSettings, TokenMode, WechatSettings};
@@ -105,6 +107,28 @@ struct Answer {
     access_token: Option<String>,
     ticket: Option<String>,
     expires_in: Option<u64>,
+}
+
+/// Which field of a successful answer holds the value asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerValue {
+    /// `access_token`: `/cgi-bin/token`, `/cgi-bin/stable_token`, WeChat Work's `gettoken`.
+    AccessToken,
+    /// `ticket`: the JS-SDK, card and agent tickets.
+    Ticket,
+}
+
+/// The parser of WeChat's JSON answers, exactly as the client runs it on every body it
+/// receives. Public so that the fuzzer (`fuzz/fuzz_targets/wechat_answer.rs`) drives
+/// the production path: whatever bytes come back, the result is a value or a typed
+/// error, never a panic.
+pub fn parse_answer(body: &[u8], wanted: AnswerValue) -> Result<Fetched, WechatError> {
+    let answer: Answer = serde_json::from_slice(body).map_err(decode_error)?;
+    let value = match wanted {
+        AnswerValue::AccessToken => answer.access_token.clone(),
+        AnswerValue::Ticket => answer.ticket.clone(),
+    };
+    answer.into_fetched(value)
 }
 
 impl Answer {
@@ -211,8 +235,7 @@ impl WechatClient {
                 self.get(&self.api_base, "/cgi-bin/token", &query).await?
             }
         };
-        let token = answer.access_token.clone();
-        answer.into_fetched(token)
+        parse_answer(&answer, AnswerValue::AccessToken)
     }
 
     /// Fetches a ticket with a valid access token: the JS-SDK ticket (`wx.config`), the
@@ -259,8 +282,7 @@ impl WechatClient {
             }
             (_, kind) => return Err(WechatError::NoSuchTicket(kind)),
         };
-        let ticket = answer.ticket.clone();
-        answer.into_fetched(ticket)
+        parse_answer(&answer, AnswerValue::Ticket)
     }
 
     async fn get(
@@ -268,7 +290,7 @@ impl WechatClient {
         base: &str,
         path: &str,
         query: &[(&str, &str)],
-    ) -> Result<Answer, WechatError> {
+    ) -> Result<web::Bytes, WechatError> {
         let request = self
             .http
             .get(format!("{base}{path}"))
@@ -311,9 +333,10 @@ impl WechatClient {
         }
     }
 
-    /// Sends a request and decodes WeChat's JSON answer. Transport errors are
-    /// described without the request URL, which carries the secret or the token.
-    async fn read(&self, sending: awc::SendClientRequest) -> Result<Answer, WechatError> {
+    /// Sends a request and reads WeChat's answer, for [`parse_answer`]. Transport
+    /// errors are described without the request URL, which carries the secret or the
+    /// token.
+    async fn read(&self, sending: awc::SendClientRequest) -> Result<web::Bytes, WechatError> {
         let mut response = sending.await.map_err(|e| match e {
             awc::error::SendRequestError::Timeout => {
                 WechatError::Timeout(self.timeout.as_millis() as u64)
@@ -326,12 +349,11 @@ impl WechatClient {
                 response.status()
             )));
         }
-        let body = response
+        response
             .body()
             .limit(64 * 1024)
             .await
-            .map_err(|e| WechatError::Decode(e.to_string()))?;
-        serde_json::from_slice(&body).map_err(|e| WechatError::Decode(e.to_string()))
+            .map_err(|e| WechatError::Decode(e.to_string()))
     }
 }
 
@@ -403,6 +425,26 @@ mod tests {
         let a = answer(r#"{"access_token":"A"}"#);
         let token = a.access_token.clone();
         assert!(matches!(a.into_fetched(token), Err(WechatError::Decode(_))));
+    }
+
+    #[test]
+    fn parse_answer_takes_the_field_asked_for() {
+        let body = br#"{"access_token":"A","ticket":"T","expires_in":7200}"#;
+        let token = parse_answer(body, AnswerValue::AccessToken).unwrap();
+        assert_eq!(token.value, "A");
+        assert_eq!(parse_answer(body, AnswerValue::Ticket).unwrap().value, "T");
+        for garbage in [
+            &b""[..],
+            b"[]",
+            b"{",
+            b"<html>502</html>",
+            b"{\"errcode\":1e999}",
+        ] {
+            assert!(matches!(
+                parse_answer(garbage, AnswerValue::Ticket),
+                Err(WechatError::Decode(_))
+            ));
+        }
     }
 
     #[test]

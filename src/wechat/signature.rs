@@ -91,10 +91,16 @@ pub fn page_url(raw: &str) -> Result<&str, PageUrlError> {
     if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(PageUrlError::ControlCharacters);
     }
+    // The WHATWG parser below also takes `http:host` and `http:\\host`, but a page's
+    // `location.href` never looks like that: signing such a string signs a URL no page
+    // can have, so the failure would only show later, in WeChat's `invalid signature`.
+    if !has_written_host(raw) {
+        return Err(PageUrlError::NotHttp);
+    }
     let without_fragment = raw.split('#').next().unwrap_or(raw);
     let parsed = url::Url::parse(without_fragment).map_err(|_| PageUrlError::NotHttp)?;
     let is_http = matches!(parsed.scheme(), "http" | "https");
-    if !is_http || parsed.host_str().is_none_or(str::is_empty) || !has_written_host(raw) {
+    if !is_http || parsed.host_str().is_none_or(str::is_empty) {
         return Err(PageUrlError::NotHttp);
     }
     Ok(without_fragment)
@@ -181,6 +187,10 @@ mod tests {
             Ok("https://a.example.com/p?x=%E4%BD%A0&y=1")
         );
         assert_eq!(page_url("http://a.example.com"), Ok("http://a.example.com"));
+        assert_eq!(
+            page_url("HTTPS://A.example.com/"),
+            Ok("HTTPS://A.example.com/")
+        );
     }
 
     #[test]
@@ -198,6 +208,11 @@ mod tests {
             "https:\\\\a.example.com\\",
             "https://a.example.com\\@b.example.com/",
             "https:/a.example.com/",
+            // Found by tests/properties.rs: the URL parser accepts these as
+            // `http://a/`, yet no page has such a `location.href`.
+            "hTtp:a",
+            "http:/a.com/p",
+            "https:\\\\a.com\\p",
         ] {
             assert_eq!(page_url(bad), Err(PageUrlError::NotHttp), "{bad}");
         }
