@@ -6,7 +6,8 @@
 //!
 //! Needs `nginx`, `redis-server` and `python3` installed (the script says which is missing).
 
-use std::net::TcpListener;
+mod common;
+
 use std::process::Command;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/soak/run.sh");
@@ -17,15 +18,7 @@ fn a_minute_of_load_with_redis_and_instance_restarts_stays_within_limits() {
         .prefix("wx-jssdk-soak-test-")
         .tempdir()
         .expect("a state dir for the stack");
-    // Held together, so the six ports are distinct; released just before the script runs.
-    let listeners: Vec<TcpListener> = (0..6)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on loopback"))
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("bound address").port())
-        .collect();
-    drop(listeners);
+    let ports = common::distinct_free_ports(6);
     let output = Command::new("bash")
         .arg(SCRIPT)
         .env("DURATION", "60")

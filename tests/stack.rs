@@ -6,7 +6,8 @@
 //!
 //! Needs `nginx` and `redis-server` installed (the test fails, saying how, when they are not).
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -42,15 +43,7 @@ impl Stack {
             .prefix("wx-jssdk-stack-test-")
             .tempdir()
             .expect("a state dir for the stack");
-        // Held together, so the six ports are distinct; released just before `up`.
-        let listeners: Vec<TcpListener> = (0..6)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on loopback"))
-            .collect();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("bound address").port())
-            .collect();
-        drop(listeners);
+        let ports = common::distinct_free_ports(6);
         let env = vec![
             ("STACK_DIR", dir.path().to_string_lossy().into_owned()),
             ("WXJSSDK_BIN", env!("CARGO_BIN_EXE_wx-jssdk").to_string()),
