@@ -7,13 +7,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use redis::AsyncCommands;
 use wx_jssdk::cache::Record;
 use wx_jssdk::configuration::TokenMode;
 use wx_jssdk::sandbox::Endpoint;
 
-use crate::helpers::{error_code, fault, spawn_app, spawn_app_with, Options, TestApp, APPID};
+use crate::helpers::{
+    cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, Options, TestApp,
+    APPID,
+};
 
 fn key(name: &str) -> String {
     format!("wxjssdk:{{{APPID}}}:{name}")
@@ -58,14 +60,7 @@ async fn sign_until(app: &TestApp, limit: Duration, done: impl Fn(&TestApp) -> b
 #[actix_web::test]
 async fn a_cold_burst_on_two_instances_makes_one_token_and_one_ticket_call() {
     let first = spawn_app().await;
-    let second = first.spawn_instance();
-    let requests = (0..200).map(|i| {
-        let instance = if i % 2 == 0 { &first } else { &second };
-        instance.sign_and_check("https://page.example.com/burst")
-    });
-    join_all(requests).await;
-    let calls = first.sandbox.calls();
-    assert_eq!((calls.stable_token, calls.getticket), (1, 1), "{calls:?}");
+    cold_burst_on_two_instances(&first).await;
 }
 
 #[actix_web::test]

@@ -6,13 +6,12 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::Stdio;
 
-use futures_util::future::join_all;
 use redis::AsyncCommands;
 use wx_jssdk::cache::{Credential, KeySpace, RedisStore, Store};
 
 use crate::helpers::{
-    error_code, redis_settings, spawn_app_with, Options, RunningBinary, TestApp, TestCluster,
-    APPID, SECRET, SERVER_TOKEN,
+    cold_burst_on_two_instances, error_code, redis_settings, spawn_app_with, Options,
+    RunningBinary, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
 };
 use crate::store::check_semantics;
 
@@ -56,14 +55,7 @@ async fn the_store_keeps_its_semantics_on_a_cluster() {
 #[actix_web::test]
 async fn a_cold_burst_on_two_instances_on_a_cluster_makes_one_token_and_one_ticket_call() {
     let first = spawn_app_with(on_a_cluster()).await;
-    let second = first.spawn_instance();
-    let requests = (0..200).map(|i| {
-        let instance = if i % 2 == 0 { &first } else { &second };
-        instance.sign_and_check("https://page.example.com/burst")
-    });
-    join_all(requests).await;
-    let calls = first.sandbox.calls();
-    assert_eq!((calls.stable_token, calls.getticket), (1, 1), "{calls:?}");
+    let second = cold_burst_on_two_instances(&first).await;
     for instance in [&first, &second] {
         assert_eq!(instance.get("/readyz").await.status(), 200);
     }

@@ -535,6 +535,21 @@ impl TestApp {
     }
 }
 
+/// Sends 200 signing requests at once to `first` and a second instance on the same
+/// store (returned), and checks that the cold cache was filled with exactly one token
+/// and one ticket call upstream.
+pub async fn cold_burst_on_two_instances(first: &TestApp) -> TestApp {
+    let second = first.spawn_instance();
+    let requests = (0..200).map(|i| {
+        let instance = if i % 2 == 0 { first } else { &second };
+        instance.sign_and_check("https://page.example.com/burst")
+    });
+    futures_util::future::join_all(requests).await;
+    let calls = first.sandbox.calls();
+    assert_eq!((calls.stable_token, calls.getticket), (1, 1), "{calls:?}");
+    second
+}
+
 /// Whether a `wx.config` answer's signature was made with one of the sandbox's valid
 /// tickets, as WeChat would check it.
 pub fn signed_with_a_valid_ticket(sandbox: &Sandbox, config: &serde_json::Value) -> bool {
