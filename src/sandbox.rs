@@ -2,51 +2,78 @@
 //! and WeChat Work (`qyapi.weixin.qq.com`), whose paths do not collide, so one sandbox
 //! serves both bases.
 //!
-//! Integration tests, the `--dev` demo mode and the local stack point the service at this
-//! sandbox instead of WeChat, so that token/ticket caching can be exercised without real
-//! credentials, quotas or network access.
+//! Integration tests, the `--dev` demo mode and the local stack point the service at
+//! this sandbox instead of WeChat, so that token and ticket caching can be exercised
+//! without real credentials, quotas or network access. It is meant to be as awkward as
+//! the real thing (`../shared/wechat-api.md`), because a stand-in that only walks the
+//! happy path lets a cache pass that WeChat would break:
 //!
-//! It mirrors the endpoints the service depends on, with the upstream semantics that
-//! matter for caching (see the WeChat API notes in the README):
-//! - `GET /cgi-bin/token`: every call mints a new token; earlier ones die after a grace period.
-//! - `POST /cgi-bin/stable_token`: one current token per appid, independent of the classic
-//!   one, rotated in the last quarter of its life.
-//! - `GET /cgi-bin/ticket/getticket`: jsapi / wx_card tickets, optionally reused (the same
-//!   ticket with a fresh `expires_in`, as WeChat Work does).
-//! - WeChat Work: `GET /cgi-bin/gettoken` (the same token while it lasts),
-//!   `GET /cgi-bin/get_jsapi_ticket` and `GET /cgi-bin/ticket/get?type=agent_config`.
+//! - `GET /cgi-bin/token`: every call mints a new token; the previous one keeps working
+//!   for a grace period (WeChat: 5 minutes), then answers 40001 ("not latest").
+//! - `POST /cgi-bin/stable_token`: one current token per appid, independent of the
+//!   classic one, answered with its *remaining* `expires_in` and rotated in the last
+//!   quarter of its life (at most the last 300 s, as WeChat does about 5 minutes
+//!   early); `force_refresh` mints a new one.
+//! - `GET /cgi-bin/ticket/getticket` (`jsapi`, `wx_card`), WeChat Work's
+//!   `GET /cgi-bin/get_jsapi_ticket` (one per corp) and `GET /cgi-bin/ticket/get?type=
+//!   agent_config` (one per application), and WeChat Work's `GET /cgi-bin/gettoken`
+//!   (one per application).
 //!
-//! Tests steer it through [`Sandbox`] methods, or over HTTP through `/sandbox/*` when the
-//! sandbox runs as a separate process: call counters, injected errcodes and delays, a
-//! configurable `expires_in`, and revocation ("someone else refreshed the token").
+//! **Re-issued values.** An endpoint in re-issue mode answers the value it handed out
+//! last, as long as that value is valid, with a *fresh* `expires_in`: the value still
+//! dies at its first expiry, whatever the answer says. WeChat Work documents this for
+//! its token and both tickets, so it is on by default for those three endpoints; it is
+//! widely reported for official accounts' tickets too, and can be switched on for any
+//! endpoint ([`Sandbox::set_reissue`], `POST /sandbox/settings`).
 //!
-//! Deliberately not modelled: the caller-IP whitelist (40164), daily quotas (45009) and the
-//! force-refresh rate limit, the separate agent tickets of a corp's applications, message
-//! pushes, and persistence across restarts. Time comes from [`Instant`], so expiry is real
-//! wall-clock expiry; tests get "expired" states through a zero `expires_in` or grace
-//! period rather than by waiting.
+//! **Errors.** A token the sandbox never issued answers 40014 (invalid), one replaced
+//! after its grace period or revoked answers 40001 (not latest), an expired one 42001.
+//! Like WeChat, every API error is an HTTP 200 with `{"errcode": N, "errmsg": "..."}`,
+//! unless a [`Fault`] says otherwise: an errcode, a delay, or a failure of the
+//! transport itself ([`Transport`]: a 502 with an HTML page, an HTML page with a 200, a
+//! body cut short, a connection closed without an answer). A fault applies `times`
+//! calls, or until it is cleared (`times: 0`).
 //!
-//! Like WeChat, every API error is an HTTP 200 with `{"errcode": N, "errmsg": "..."}`.
-//! Handlers never panic on bad input, and a poisoned mutex is recovered rather than propagated.
+//! Tests steer it through [`Sandbox`] methods, or over HTTP through `/sandbox/*` when
+//! the sandbox runs as a separate process, and read what it did: call counts per
+//! endpoint, a log of every call with its time, and every ticket it issued with its
+//! real validity (so that a signature can be checked against the ticket that was valid
+//! when it was made).
+//!
+//! Deliberately not modelled: the caller-IP whitelist (40164), daily quotas (45009) and
+//! the force-refresh rate limit, message pushes, and persistence across restarts. Time
+//! comes from [`Instant`], so expiry is real wall-clock expiry; tests get short windows
+//! through a small `expires_in`.
+//!
+//! Handlers never panic on bad input, and a poisoned mutex is recovered rather than
+//! propagated.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use actix_web::body::SizedStream;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
-/// Longest lifetime the sandbox will represent; larger `expires_in` values are clamped so that
-/// `Instant` arithmetic can never overflow (and panic) on hostile settings.
+/// Longest lifetime the sandbox will represent; larger `expires_in` values are clamped so
+/// that `Instant` arithmetic can never overflow (and panic) on hostile settings.
 const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-/// How long expired tokens/tickets are remembered, so that they answer 42001 ("expired")
-/// rather than 40001 ("unknown") for a while, without the maps growing forever.
+/// How long expired tokens and tickets are remembered, so that they answer 42001
+/// ("expired") rather than 40014 ("unknown"), and a signature made earlier can still be
+/// checked, without the maps growing forever.
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Pruning is amortised: it runs only when the maps have doubled since the last pass.
 const PRUNE_MIN: usize = 1024;
+/// The call log keeps this many calls (the oldest are dropped): hours of calls at the
+/// rates a cache under test makes.
+const CALL_LOG_MAX: usize = 100_000;
+/// WeChat rotates a stable token about 5 minutes before it expires.
+const STABLE_ROTATION_MAX: Duration = Duration::from_secs(300);
 
 /// Startup configuration of a [`Sandbox`].
 #[derive(Debug, Clone)]
@@ -58,6 +85,8 @@ pub struct SandboxConfig {
     pub apps: Vec<(String, String)>,
     /// How long a token keeps working after a newer one replaced it (WeChat: 5 minutes).
     pub old_token_grace_secs: u64,
+    /// Endpoints that re-issue their current value with a fresh `expires_in`.
+    pub reissue: HashSet<Endpoint>,
 }
 
 impl Default for SandboxConfig {
@@ -66,11 +95,12 @@ impl Default for SandboxConfig {
             expires_in: 7200,
             apps: Vec::new(),
             old_token_grace_secs: 300,
+            reissue: Endpoint::WORK.into_iter().collect(),
         }
     }
 }
 
-/// Number of requests each WeChat endpoint has received, including rejected ones, so tests
+/// Number of requests each WeChat endpoint has received, including failed ones, so tests
 /// can assert how often the service really went upstream.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CallCounts {
@@ -86,21 +116,47 @@ pub struct CallCounts {
     pub work_jsapi_ticket: u64,
     #[serde(default)]
     pub agent_ticket: u64,
+    /// `getticket`, both `jsapi` and `wx_card`.
     pub getticket: u64,
+}
+
+impl CallCounts {
+    /// Calls of `endpoint`.
+    pub fn of(&self, endpoint: Endpoint) -> u64 {
+        match endpoint {
+            Endpoint::Token => self.token,
+            Endpoint::StableToken => self.stable_token,
+            Endpoint::GetTicket => self.getticket,
+            Endpoint::WorkToken => self.work_token,
+            Endpoint::WorkJsapiTicket => self.work_jsapi_ticket,
+            Endpoint::AgentTicket => self.agent_ticket,
+        }
+    }
+}
+
+/// One call the sandbox received: when, and of which endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub at: Instant,
+    pub endpoint: Endpoint,
 }
 
 /// A scripted misbehaviour of one endpoint, to test retries, timeouts and error handling.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fault {
     /// Which endpoint it applies to.
     pub endpoint: Endpoint,
     /// Answer `{"errcode": N, "errmsg": "sandbox injected"}` instead of the normal answer.
     #[serde(default)]
     pub errcode: Option<i64>,
-    /// Sleep this long before answering (errcode or normal answer).
+    /// Fail below the API: the answer is not WeChat's JSON at all.
+    #[serde(default)]
+    pub transport: Option<Transport>,
+    /// Sleep this long before answering (whatever the answer is).
     #[serde(default)]
     pub delay_ms: u64,
-    /// How many calls this fault applies to before it is removed (0 = forever).
+    /// How many calls this fault applies to before it is removed (0 = until cleared).
     #[serde(default = "one")]
     pub times: u32,
 }
@@ -109,8 +165,65 @@ fn one() -> u32 {
     1
 }
 
-/// The WeChat endpoints a [`Fault`] can target.
+impl Fault {
+    /// A fault of the next call of `endpoint` that changes nothing yet.
+    fn on(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            errcode: None,
+            transport: None,
+            delay_ms: 0,
+            times: 1,
+        }
+    }
+
+    /// WeChat answers `errcode` to the next call of `endpoint`.
+    pub fn errcode(endpoint: Endpoint, errcode: i64) -> Self {
+        Self {
+            errcode: Some(errcode),
+            ..Self::on(endpoint)
+        }
+    }
+
+    /// The next call of `endpoint` is answered normally, after `delay`.
+    pub fn delay(endpoint: Endpoint, delay: Duration) -> Self {
+        Self {
+            delay_ms: delay.as_millis().try_into().unwrap_or(u64::MAX),
+            ..Self::on(endpoint)
+        }
+    }
+
+    /// The next call of `endpoint` fails in its transport.
+    pub fn transport(endpoint: Endpoint, transport: Transport) -> Self {
+        Self {
+            transport: Some(transport),
+            ..Self::on(endpoint)
+        }
+    }
+
+    /// The same fault for `times` calls (0: until cleared).
+    pub fn times(mut self, times: u32) -> Self {
+        self.times = times;
+        self
+    }
+}
+
+/// Ways an answer can fail below WeChat's API, as proxies, gateways and networks do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// HTTP 502 with an HTML error page, as a gateway in front of WeChat answers.
+    BadGateway,
+    /// HTTP 200 with an HTML page instead of JSON (a captive portal, a proxy's notice).
+    HtmlPage,
+    /// HTTP 200 announcing a JSON body that stops halfway: the connection closes early.
+    Truncated,
+    /// The connection is closed before any answer.
+    Reset,
+}
+
+/// The WeChat endpoints a [`Fault`] can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     Token,
@@ -126,6 +239,11 @@ pub enum Endpoint {
     WorkJsapiTicket,
     /// WeChat Work `cgi-bin/ticket/get?type=agent_config` (`wx.agentConfig`).
     AgentTicket,
+}
+
+impl Endpoint {
+    /// The WeChat Work endpoints, which re-issue their values by default.
+    pub const WORK: [Self; 3] = [Self::WorkToken, Self::WorkJsapiTicket, Self::AgentTicket];
 }
 
 /// WeChat Work answers carry `errcode: 0` on success too.
@@ -147,10 +265,11 @@ const SECRET_MISSING: WxErr = WxErr(41004, "appsecret missing");
 const BAD_APPID: WxErr = WxErr(40013, "invalid appid");
 const BAD_SECRET: WxErr = WxErr(40125, "invalid appsecret");
 const TOKEN_MISSING: WxErr = WxErr(41001, "access_token missing");
-const TOKEN_INVALID: WxErr = WxErr(
+const TOKEN_NOT_LATEST: WxErr = WxErr(
     40001,
     "invalid credential, access_token is invalid or not latest",
 );
+const TOKEN_UNKNOWN: WxErr = WxErr(40014, "invalid access_token");
 const TOKEN_EXPIRED: WxErr = WxErr(42001, "access_token expired");
 const BAD_TICKET_TYPE: WxErr = WxErr(40097, "invalid args");
 const DATA_FORMAT: WxErr = WxErr(47001, "data format error");
@@ -168,6 +287,37 @@ fn respond(result: Result<Value, WxErr>) -> HttpResponse {
 
 fn bad_request(msg: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({ "error": msg.to_string() }))
+}
+
+const HTML_ERROR_PAGE: &str =
+    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>";
+
+/// The answer of a transport failure.
+fn failed_transport(transport: Transport) -> HttpResponse {
+    let html = "text/html; charset=utf-8";
+    match transport {
+        Transport::BadGateway => HttpResponse::BadGateway()
+            .content_type(html)
+            .body(HTML_ERROR_PAGE),
+        Transport::HtmlPage => HttpResponse::Ok().content_type(html).body(HTML_ERROR_PAGE),
+        Transport::Truncated => {
+            let half = futures_util::stream::iter([
+                Ok(web::Bytes::from_static(
+                    br#"{"errcode":0,"errmsg":"ok","tic"#,
+                )),
+                Err(std::io::Error::other("sandbox: body cut short")),
+            ]);
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(SizedStream::new(200, half))
+        }
+        Transport::Reset => {
+            let nothing = futures_util::stream::iter([Err::<web::Bytes, _>(
+                std::io::Error::other("sandbox: connection reset"),
+            )]);
+            HttpResponse::Ok().body(SizedStream::new(200, nothing))
+        }
+    }
 }
 
 /// Query parameters as a map; an unparsable query behaves like an empty one, so the handler
@@ -188,8 +338,18 @@ fn deadline(now: Instant, secs: u64) -> Instant {
 enum TokenKind {
     Classic,
     Stable,
-    /// WeChat Work: like a stable token, the same one is handed out while it lasts.
+    /// WeChat Work: one per application.
     Work,
+}
+
+impl TokenKind {
+    fn endpoint(self) -> Endpoint {
+        match self {
+            Self::Classic => Endpoint::Token,
+            Self::Stable => Endpoint::StableToken,
+            Self::Work => Endpoint::WorkToken,
+        }
+    }
 }
 
 /// Why a token stops working, which decides the errcode once it is past its expiry.
@@ -201,9 +361,21 @@ enum TokenStatus {
     Revoked,
 }
 
+/// Who a token or ticket belongs to: an official account's appid, a WeChat Work corp
+/// (its corp ticket), or a WeChat Work application (its token and agent ticket), which
+/// the sandbox knows by its corpid and secret (the agentid never reaches WeChat).
+type Owner = String;
+
+fn work_application(corpid: &str, secret: &str) -> Owner {
+    let digest = hex::encode(Sha1::digest(secret.as_bytes()));
+    format!("{corpid}#{}", &digest[..8])
+}
+
 #[derive(Debug)]
 struct TokenRec {
+    /// The appid, or for WeChat Work the corpid.
     appid: String,
+    owner: Owner,
     kind: TokenKind,
     expires_at: Instant,
     status: TokenStatus,
@@ -215,8 +387,7 @@ enum TicketKind {
     WxCard,
     /// WeChat Work: the corp's jsapi ticket.
     CorpJsapi,
-    /// WeChat Work: an application's agent_config ticket (one per corp here: the sandbox
-    /// does not tell a corp's applications apart).
+    /// WeChat Work: an application's agent_config ticket.
     Agent,
 }
 
@@ -228,12 +399,22 @@ impl TicketKind {
             _ => Err(BAD_TICKET_TYPE),
         }
     }
+
+    fn endpoint(self) -> Endpoint {
+        match self {
+            Self::Jsapi | Self::WxCard => Endpoint::GetTicket,
+            Self::CorpJsapi => Endpoint::WorkJsapiTicket,
+            Self::Agent => Endpoint::AgentTicket,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct TicketRec {
+    /// The appid, or for WeChat Work the corpid.
     appid: String,
     kind: TicketKind,
+    issued_at: Instant,
     expires_at: Instant,
 }
 
@@ -249,7 +430,9 @@ struct StableTokenRequest {
 #[serde(deny_unknown_fields)]
 struct SettingsRequest {
     expires_in: Option<u64>,
-    reuse_ticket: Option<bool>,
+    /// Endpoints to switch re-issue mode on (`true`) or off.
+    #[serde(default)]
+    reissue: HashMap<Endpoint, bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,15 +446,16 @@ struct State {
     expires_in: u64,
     apps: Vec<(String, String)>,
     grace_secs: u64,
-    reuse_ticket: bool,
+    reissue: HashSet<Endpoint>,
     calls: CallCounts,
+    call_log: Vec<Call>,
     faults: Vec<Fault>,
     tokens: HashMap<String, TokenRec>,
-    /// (kind, appid) -> its current stable or WeChat Work token.
-    current: HashMap<(TokenKind, String), String>,
+    /// (kind, owner) -> the token of that kind handed out last.
+    current: HashMap<(TokenKind, Owner), String>,
     tickets: HashMap<String, TicketRec>,
-    /// (appid, kind) -> newest ticket issued.
-    newest_ticket: HashMap<(String, TicketKind), String>,
+    /// (owner, kind) -> the ticket handed out last.
+    newest_ticket: HashMap<(Owner, TicketKind), String>,
     prune_at: usize,
 }
 
@@ -281,8 +465,9 @@ impl State {
             expires_in: config.expires_in,
             apps: config.apps,
             grace_secs: config.old_token_grace_secs,
-            reuse_ticket: false,
+            reissue: config.reissue,
             calls: CallCounts::default(),
+            call_log: Vec::new(),
             faults: Vec::new(),
             tokens: HashMap::new(),
             current: HashMap::new(),
@@ -292,7 +477,7 @@ impl State {
         }
     }
 
-    fn count(&mut self, endpoint: Endpoint, force: bool) {
+    fn count(&mut self, endpoint: Endpoint, force: bool, now: Instant) {
         let c = &mut self.calls;
         match endpoint {
             Endpoint::Token => c.token += 1,
@@ -305,6 +490,10 @@ impl State {
             Endpoint::WorkJsapiTicket => c.work_jsapi_ticket += 1,
             Endpoint::AgentTicket => c.agent_ticket += 1,
         }
+        if self.call_log.len() >= CALL_LOG_MAX {
+            self.call_log.drain(..CALL_LOG_MAX / 2);
+        }
+        self.call_log.push(Call { at: now, endpoint });
     }
 
     /// The first queued fault for `endpoint`, consuming one of its `times`.
@@ -343,11 +532,11 @@ impl State {
         }
     }
 
-    /// Older still-valid tokens of the same appid and kind keep working only for the grace period.
-    fn supersede(&mut self, appid: &str, kind: TokenKind, now: Instant) {
+    /// Older still-valid tokens of the same owner and kind keep working only for the grace period.
+    fn supersede(&mut self, owner: &str, kind: TokenKind, now: Instant) {
         let cutoff = deadline(now, self.grace_secs);
         for rec in self.tokens.values_mut() {
-            let same = rec.appid == appid && rec.kind == kind;
+            let same = rec.owner == owner && rec.kind == kind;
             if same && rec.status == TokenStatus::Live && cutoff < rec.expires_at {
                 rec.expires_at = cutoff;
                 rec.status = TokenStatus::Superseded;
@@ -355,9 +544,12 @@ impl State {
         }
     }
 
-    fn mint_token(&mut self, appid: &str, kind: TokenKind, now: Instant) -> Value {
+    /// A new token of `kind` for `owner`, which becomes its current one.
+    fn mint_token(&mut self, appid: &str, owner: &str, kind: TokenKind, now: Instant) -> Value {
         self.prune(now);
-        self.supersede(appid, kind, now);
+        if kind != TokenKind::Work {
+            self.supersede(owner, kind, now);
+        }
         let prefix = match kind {
             TokenKind::Classic => "sbx-at-",
             TokenKind::Stable => "sbx-st-",
@@ -366,25 +558,48 @@ impl State {
         let token = format!("{prefix}{}", Uuid::new_v4().simple());
         let rec = TokenRec {
             appid: appid.to_owned(),
+            owner: owner.to_owned(),
             kind,
             expires_at: deadline(now, self.expires_in),
             status: TokenStatus::Live,
         };
         self.tokens.insert(token.clone(), rec);
-        if kind != TokenKind::Classic {
-            self.current.insert((kind, appid.to_owned()), token.clone());
-        }
+        self.current.insert((kind, owner.to_owned()), token.clone());
         log::debug!("sandbox: minted {kind:?} token for {appid}");
         json!({ "access_token": token, "expires_in": self.expires_in })
     }
 
-    /// The appid owning `token` if it can be used right now.
-    fn check_token(&self, token: &str, now: Instant) -> Result<String, WxErr> {
-        let rec = self.tokens.get(token).ok_or(TOKEN_INVALID)?;
+    /// The current token of `kind` for `owner` if it still works, with the time it has left.
+    fn current_token(
+        &self,
+        kind: TokenKind,
+        owner: &str,
+        now: Instant,
+    ) -> Option<(String, Duration)> {
+        let token = self.current.get(&(kind, owner.to_owned()))?;
+        self.check_token(token, now).ok()?;
+        let rec = self.tokens.get(token)?;
+        Some((token.clone(), rec.expires_at.saturating_duration_since(now)))
+    }
+
+    /// A token for `owner`: the current one again in re-issue mode (with a fresh
+    /// `expires_in`), otherwise a new one.
+    fn hand_out_token(&mut self, appid: &str, owner: &str, kind: TokenKind, now: Instant) -> Value {
+        if self.reissue.contains(&kind.endpoint()) {
+            if let Some((token, _)) = self.current_token(kind, owner, now) {
+                return json!({ "access_token": token, "expires_in": self.expires_in });
+            }
+        }
+        self.mint_token(appid, owner, kind, now)
+    }
+
+    /// The (appid, owner) of `token` if it can be used right now.
+    fn check_token(&self, token: &str, now: Instant) -> Result<(String, Owner), WxErr> {
+        let rec = self.tokens.get(token).ok_or(TOKEN_UNKNOWN)?;
         match rec.status {
-            TokenStatus::Revoked => Err(TOKEN_INVALID),
-            _ if now < rec.expires_at => Ok(rec.appid.clone()),
-            TokenStatus::Superseded => Err(TOKEN_INVALID),
+            TokenStatus::Revoked => Err(TOKEN_NOT_LATEST),
+            _ if now < rec.expires_at => Ok((rec.appid.clone(), rec.owner.clone())),
+            TokenStatus::Superseded => Err(TOKEN_NOT_LATEST),
             TokenStatus::Live => Err(TOKEN_EXPIRED),
         }
     }
@@ -392,7 +607,7 @@ impl State {
     fn classic_token(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
         let get = |k: &str| q.get(k).map(String::as_str);
         let appid = self.check_credentials(get("grant_type"), get("appid"), get("secret"))?;
-        Ok(self.mint_token(&appid, TokenKind::Classic, now))
+        Ok(self.hand_out_token(&appid, &appid, TokenKind::Classic, now))
     }
 
     fn stable_token(&mut self, req: &StableTokenRequest, now: Instant) -> Result<Value, WxErr> {
@@ -401,40 +616,31 @@ impl State {
             req.appid.as_deref(),
             req.secret.as_deref(),
         )?;
-        if !req.force_refresh.unwrap_or(false) {
-            if let Some(answer) = self.current_token(TokenKind::Stable, &appid, now) {
-                return Ok(answer);
-            }
+        let kind = TokenKind::Stable;
+        if req.force_refresh.unwrap_or(false) {
+            return Ok(self.mint_token(&appid, &appid, kind, now));
         }
-        Ok(self.mint_token(&appid, TokenKind::Stable, now))
+        if self.reissue.contains(&Endpoint::StableToken) {
+            return Ok(self.hand_out_token(&appid, &appid, kind, now));
+        }
+        // The current token with the time it has left, until its last stretch.
+        let rotate_within = (Duration::from_secs(self.expires_in) / 4).min(STABLE_ROTATION_MAX);
+        match self.current_token(kind, &appid, now) {
+            Some((token, left)) if left > rotate_within => {
+                Ok(json!({ "access_token": token, "expires_in": left.as_secs().max(1) }))
+            }
+            _ => Ok(self.mint_token(&appid, &appid, kind, now)),
+        }
     }
 
-    /// WeChat Work `gettoken`: the corp application's current token while it lasts.
+    /// WeChat Work `gettoken`: the application's token.
     fn work_token(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
         let get = |k: &str| q.get(k).map(String::as_str);
         let corpid =
             self.check_credentials(Some("client_credential"), get("corpid"), get("corpsecret"))?;
-        let answer = match self.current_token(TokenKind::Work, &corpid, now) {
-            Some(answer) => answer,
-            None => self.mint_token(&corpid, TokenKind::Work, now),
-        };
+        let owner = work_application(&corpid, get("corpsecret").unwrap_or_default());
+        let answer = self.hand_out_token(&corpid, &owner, TokenKind::Work, now);
         Ok(with_ok(answer))
-    }
-
-    /// The current stable token with its remaining lifetime, if it is still usable and
-    /// not yet in its last stretch: like WeChat, which hands out a new stable token about
-    /// 5 minutes before the current one expires (here: a quarter of `expires_in`, at
-    /// most 300 s, so that short test windows rotate too).
-    fn current_token(&self, kind: TokenKind, appid: &str, now: Instant) -> Option<Value> {
-        let token = self.current.get(&(kind, appid.to_owned()))?;
-        self.check_token(token, now).ok()?;
-        let rec = self.tokens.get(token)?;
-        let remaining = rec.expires_at.saturating_duration_since(now);
-        let rotate_within = Duration::from_secs(self.expires_in.min(1200)) / 4;
-        if remaining <= rotate_within {
-            return None;
-        }
-        Some(json!({ "access_token": token, "expires_in": remaining.as_secs().max(1) }))
     }
 
     fn get_ticket(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
@@ -467,31 +673,33 @@ impl State {
         now: Instant,
     ) -> Result<Value, WxErr> {
         let token = q.get("access_token").filter(|t| !t.is_empty());
-        let appid = self.check_token(token.ok_or(TOKEN_MISSING)?, now)?;
+        let (appid, token_owner) = self.check_token(token.ok_or(TOKEN_MISSING)?, now)?;
         let kind = kind?;
-        let ticket = match self.reusable_ticket(&appid, kind, now) {
+        // An agent ticket belongs to the application, every other ticket to the account
+        // or corp: fetched with a new token, it is the same ticket.
+        let owner = match kind {
+            TicketKind::Agent => token_owner,
+            _ => appid.clone(),
+        };
+        let ticket = match self.reissuable_ticket(&owner, kind, now) {
             Some(ticket) => ticket,
-            None => self.mint_ticket(&appid, kind, now),
+            None => self.mint_ticket(&appid, &owner, kind, now),
         };
         Ok(json!({ "errcode": 0, "errmsg": "ok", "ticket": ticket, "expires_in": self.expires_in }))
     }
 
-    /// In reuse mode, the newest unexpired ticket, its life extended to a full `expires_in`
-    /// (WeChat Work answers a refetch with the same ticket and a fresh `expires_in`).
-    fn reusable_ticket(&mut self, appid: &str, kind: TicketKind, now: Instant) -> Option<String> {
-        if !self.reuse_ticket {
+    /// In re-issue mode, the ticket handed out last if it is still valid. Its life is
+    /// not extended: the answer's fresh `expires_in` is WeChat's, not the ticket's.
+    fn reissuable_ticket(&self, owner: &str, kind: TicketKind, now: Instant) -> Option<String> {
+        if !self.reissue.contains(&kind.endpoint()) {
             return None;
         }
-        let ticket = self.newest_ticket.get(&(appid.to_owned(), kind))?;
-        let rec = self
-            .tickets
-            .get_mut(ticket)
-            .filter(|r| now < r.expires_at)?;
-        rec.expires_at = deadline(now, self.expires_in);
-        Some(ticket.clone())
+        let ticket = self.newest_ticket.get(&(owner.to_owned(), kind))?;
+        let rec = self.tickets.get(ticket)?;
+        (now < rec.expires_at).then(|| ticket.clone())
     }
 
-    fn mint_ticket(&mut self, appid: &str, kind: TicketKind, now: Instant) -> String {
+    fn mint_ticket(&mut self, appid: &str, owner: &str, kind: TicketKind, now: Instant) -> String {
         self.prune(now);
         let prefix = match kind {
             TicketKind::Jsapi => "sbx-tk-",
@@ -503,19 +711,14 @@ impl State {
         let rec = TicketRec {
             appid: appid.to_owned(),
             kind,
+            issued_at: now,
             expires_at: deadline(now, self.expires_in),
         };
         self.tickets.insert(ticket.clone(), rec);
         self.newest_ticket
-            .insert((appid.to_owned(), kind), ticket.clone());
+            .insert((owner.to_owned(), kind), ticket.clone());
         log::debug!("sandbox: minted {kind:?} ticket for {appid}");
         ticket
-    }
-
-    fn is_valid_ticket(&self, appid: &str, ticket: &str, now: Instant) -> bool {
-        self.tickets
-            .get(ticket)
-            .is_some_and(|r| r.appid == appid && r.kind == TicketKind::Jsapi && now < r.expires_at)
     }
 
     /// Forgets tokens and tickets expired longer than [`RETENTION`], amortised.
@@ -658,8 +861,15 @@ impl Sandbox {
         self.lock().calls.clone()
     }
 
+    /// Every call received (the newest [`CALL_LOG_MAX`] at most), oldest first.
+    pub fn call_log(&self) -> Vec<Call> {
+        self.lock().call_log.clone()
+    }
+
     pub fn reset_calls(&self) {
-        self.lock().calls = CallCounts::default();
+        let mut state = self.lock();
+        state.calls = CallCounts::default();
+        state.call_log.clear();
     }
 
     /// Removes every queued fault: WeChat is healthy again.
@@ -678,13 +888,20 @@ impl Sandbox {
         self.lock().expires_in = secs;
     }
 
-    /// When on, getticket returns the current ticket with a fresh `expires_in` instead of
-    /// minting one per call, as WeChat Work does.
-    pub fn set_reuse_ticket(&self, on: bool) {
-        self.lock().reuse_ticket = on;
+    /// Re-issue mode of `endpoint`: on, it answers the value it handed out last, while
+    /// that value is valid, with a fresh `expires_in` (the value still dies at its first
+    /// expiry). On by default for the WeChat Work endpoints.
+    pub fn set_reissue(&self, endpoint: Endpoint, on: bool) {
+        let mut state = self.lock();
+        if on {
+            state.reissue.insert(endpoint);
+        } else {
+            state.reissue.remove(&endpoint);
+        }
     }
 
-    /// Invalidates every token of `appid` at once, as if another process had refreshed it.
+    /// Invalidates every token of `appid` (or corpid) at once, as if another process had
+    /// refreshed it.
     pub fn revoke_tokens(&self, appid: &str) {
         let mut st = self.lock();
         for rec in st.tokens.values_mut().filter(|r| r.appid == appid) {
@@ -698,11 +915,15 @@ impl Sandbox {
     }
 
     fn newest_of_kind(&self, appid: &str, kind: TicketKind) -> Option<String> {
-        let key = (appid.to_owned(), kind);
-        self.lock().newest_ticket.get(&key).cloned()
+        let state = self.lock();
+        state
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.appid == appid && t.kind == kind)
+            .max_by_key(|(_, t)| t.issued_at)
+            .map(|(ticket, _)| ticket.clone())
     }
 
-    /// Whether `ticket` is a jsapi ticket issued for `appid` and not yet expired.
     /// Every jsapi ticket of `appid` that is still valid: a page signed with any of
     /// them passes `wx.config`.
     pub fn valid_tickets(&self, appid: &str) -> Vec<String> {
@@ -719,36 +940,57 @@ impl Sandbox {
         self.valid_of_kind(corpid, TicketKind::CorpJsapi)
     }
 
-    /// Every valid WeChat Work agent ticket of `corpid` (`wx.agentConfig`).
+    /// Every valid WeChat Work agent ticket of `corpid`'s applications (`wx.agentConfig`).
     pub fn valid_agent_tickets(&self, corpid: &str) -> Vec<String> {
         self.valid_of_kind(corpid, TicketKind::Agent)
     }
 
     fn valid_of_kind(&self, appid: &str, kind: TicketKind) -> Vec<String> {
         let now = Instant::now();
+        self.jsapi_tickets_where(appid, kind, |t| t.issued_at <= now && now < t.expires_at)
+    }
+
+    /// Every jsapi ticket of `appid` that was valid at some moment between `from` and
+    /// `to`: the tickets a signature made in that interval may use and still pass
+    /// `wx.config`.
+    pub fn tickets_valid_during(&self, appid: &str, from: Instant, to: Instant) -> Vec<String> {
+        self.jsapi_tickets_where(appid, TicketKind::Jsapi, |t| {
+            t.issued_at <= to && from < t.expires_at
+        })
+    }
+
+    fn jsapi_tickets_where(
+        &self,
+        appid: &str,
+        kind: TicketKind,
+        valid: impl Fn(&TicketRec) -> bool,
+    ) -> Vec<String> {
         let state = self.lock();
         state
             .tickets
             .iter()
-            .filter(|(_, t)| t.appid == appid && t.kind == kind && t.expires_at > now)
+            .filter(|(_, t)| t.appid == appid && t.kind == kind && valid(t))
             .map(|(ticket, _)| ticket.clone())
             .collect()
     }
 
     pub fn is_valid_ticket(&self, appid: &str, ticket: &str) -> bool {
-        self.lock().is_valid_ticket(appid, ticket, Instant::now())
+        self.valid_tickets(appid).iter().any(|t| t == ticket)
     }
 
-    /// Counts the call and plays the first matching fault. `Some` is the injected error
-    /// answer; `None` means the normal answer follows (possibly after a delay).
+    /// Counts the call and plays the first matching fault. `Some` is the faulty answer;
+    /// `None` means the normal answer follows (possibly after a delay).
     async fn enter(&self, endpoint: Endpoint, force: bool) -> Option<HttpResponse> {
         let fault = {
             let mut st = self.lock();
-            st.count(endpoint, force);
+            st.count(endpoint, force, Instant::now());
             st.take_fault(endpoint)
         }?;
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        if let Some(transport) = fault.transport {
+            return Some(failed_transport(transport));
         }
         fault.errcode.map(|code| wx_json(code, "sandbox injected"))
     }
@@ -826,8 +1068,8 @@ impl Sandbox {
         if let Some(secs) = settings.expires_in {
             self.set_expires_in(secs);
         }
-        if let Some(on) = settings.reuse_ticket {
-            self.set_reuse_ticket(on);
+        for (endpoint, on) in settings.reissue {
+            self.set_reissue(endpoint, on);
         }
         HttpResponse::NoContent().finish()
     }
@@ -867,7 +1109,7 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::{test, App};
+    use actix_web::{test as atest, App};
 
     const APP: &str = "wx-app";
 
@@ -882,8 +1124,8 @@ mod tests {
     /// GETs `$uri` and decodes the JSON answer.
     macro_rules! get {
         ($app:expr, $uri:expr) => {{
-            let req = test::TestRequest::get().uri($uri).to_request();
-            let body: Value = test::call_and_read_body_json($app, req).await;
+            let req = atest::TestRequest::get().uri($uri).to_request();
+            let body: Value = atest::call_and_read_body_json($app, req).await;
             body
         }};
     }
@@ -891,8 +1133,8 @@ mod tests {
     /// POSTs `$body` as JSON to `$uri` and decodes the JSON answer.
     macro_rules! post {
         ($app:expr, $uri:expr, $body:expr) => {{
-            let req = test::TestRequest::post().uri($uri).set_json($body);
-            let body: Value = test::call_and_read_body_json($app, req.to_request()).await;
+            let req = atest::TestRequest::post().uri($uri).set_json($body);
+            let body: Value = atest::call_and_read_body_json($app, req.to_request()).await;
             body
         }};
     }
@@ -909,7 +1151,7 @@ mod tests {
     #[actix_web::test]
     async fn classic_token_replaces_previous_after_grace() {
         let sb = sandbox(0);
-        let app = test::init_service(App::new().configure(|c| sb.configure(c))).await;
+        let app = atest::init_service(App::new().configure(|c| sb.configure(c))).await;
         let first = get!(&app, &token_uri());
         assert_eq!(first["expires_in"], 7200);
         assert_eq!(get!(&app, &ticket_uri(&first))["errcode"], 0);
@@ -922,7 +1164,7 @@ mod tests {
     #[actix_web::test]
     async fn stable_token_is_reused_unless_forced() {
         let sb = sandbox(300);
-        let app = test::init_service(App::new().configure(|c| sb.configure(c))).await;
+        let app = atest::init_service(App::new().configure(|c| sb.configure(c))).await;
         let body = json!({ "grant_type": "client_credential", "appid": APP, "secret": "s3cret" });
         let a = post!(&app, "/cgi-bin/stable_token", body.clone());
         let b = post!(&app, "/cgi-bin/stable_token", body.clone());
@@ -943,7 +1185,7 @@ mod tests {
     #[actix_web::test]
     async fn revoked_token_gets_40001_and_expired_42001() {
         let sb = sandbox(300);
-        let app = test::init_service(App::new().configure(|c| sb.configure(c))).await;
+        let app = atest::init_service(App::new().configure(|c| sb.configure(c))).await;
         let token = get!(&app, &token_uri());
         sb.revoke_tokens(APP);
         assert_eq!(get!(&app, &ticket_uri(&token))["errcode"], 40001);
@@ -955,12 +1197,12 @@ mod tests {
     #[actix_web::test]
     async fn injected_errcode_applies_times_then_stops() {
         let sb = sandbox(300);
-        let app = test::init_service(App::new().configure(|c| sb.configure(c))).await;
+        let app = atest::init_service(App::new().configure(|c| sb.configure(c))).await;
         let fault = json!({ "endpoint": "token", "errcode": -1, "times": 2 });
-        let req = test::TestRequest::post()
+        let req = atest::TestRequest::post()
             .uri("/sandbox/faults")
             .set_json(fault);
-        let resp = test::call_service(&app, req.to_request()).await;
+        let resp = atest::call_service(&app, req.to_request()).await;
         assert_eq!(resp.status(), 204);
         for _ in 0..2 {
             let answer = get!(&app, &token_uri());
@@ -971,28 +1213,210 @@ mod tests {
         assert_eq!(sb.calls().token, 3);
     }
 
-    #[actix_web::test]
-    async fn reuse_mode_returns_same_ticket() {
+    /// The answer of `State::get_ticket` for `token` at `now`.
+    fn ticket_at(state: &mut State, token: &str, now: Instant) -> Value {
+        let q = HashMap::from([
+            ("access_token".to_string(), token.to_string()),
+            ("type".to_string(), "jsapi".to_string()),
+        ]);
+        match state.get_ticket(&q, now) {
+            Ok(answer) => answer,
+            Err(WxErr(code, _)) => json!({ "errcode": code }),
+        }
+    }
+
+    fn classic_token_at(state: &mut State, now: Instant) -> String {
+        let q = HashMap::from([
+            ("grant_type".to_string(), "client_credential".to_string()),
+            ("appid".to_string(), APP.to_string()),
+            ("secret".to_string(), "s3cret".to_string()),
+        ]);
+        let answer = state.classic_token(&q, now).unwrap_or_default();
+        answer["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn state(reissue: &[Endpoint]) -> State {
+        State::new(SandboxConfig {
+            apps: vec![(APP.into(), "s3cret".into())],
+            expires_in: 100,
+            reissue: reissue.iter().copied().collect(),
+            ..SandboxConfig::default()
+        })
+    }
+
+    #[test]
+    fn by_default_every_ticket_call_mints_a_new_ticket() {
+        let mut st = state(&[]);
+        let t0 = Instant::now();
+        let token = classic_token_at(&mut st, t0);
+        let a = ticket_at(&mut st, &token, t0);
+        let b = ticket_at(&mut st, &token, t0 + Duration::from_secs(1));
+        assert_ne!(a["ticket"], b["ticket"]);
+    }
+
+    /// WeChat's re-issue: the same ticket, with a fresh expires_in, even with a new
+    /// token; it still dies at its first expiry, and only then comes a new one.
+    #[test]
+    fn a_reissued_ticket_comes_with_a_fresh_expires_in_and_dies_at_its_first_expiry() {
+        let mut st = state(&[Endpoint::GetTicket]);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let token = classic_token_at(&mut st, at(0));
+        let first = ticket_at(&mut st, &token, at(0));
+        let ticket = first["ticket"].as_str().unwrap().to_string();
+
+        let newer_token = classic_token_at(&mut st, at(90));
+        let again = ticket_at(&mut st, &newer_token, at(90));
+        assert_eq!(again["ticket"], first["ticket"], "re-issued, not minted");
+        assert_eq!(again["expires_in"], 100, "with a fresh expires_in");
+        let rec = &st.tickets[&ticket];
+        assert_eq!(rec.expires_at, at(100), "its life is not extended");
+
+        let after = ticket_at(&mut st, &newer_token, at(100));
+        assert_ne!(
+            after["ticket"], first["ticket"],
+            "a new one after the expiry"
+        );
+    }
+
+    #[test]
+    fn tokens_that_were_never_issued_replaced_or_expired_answer_their_own_errcodes() {
+        let mut st = state(&[]);
+        st.grace_secs = 30;
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert_eq!(ticket_at(&mut st, "made-up", at(0))["errcode"], 40014);
+        let old = classic_token_at(&mut st, at(0));
+        let new = classic_token_at(&mut st, at(10));
+        assert_eq!(ticket_at(&mut st, &old, at(10 + 29))["errcode"], 0, "grace");
+        assert_eq!(ticket_at(&mut st, &old, at(10 + 30))["errcode"], 40001);
+        assert_eq!(ticket_at(&mut st, &new, at(10 + 100))["errcode"], 42001);
+    }
+
+    fn stable_at(st: &mut State, force: bool, now: Instant) -> Value {
+        let req = StableTokenRequest {
+            grant_type: Some("client_credential".into()),
+            appid: Some(APP.into()),
+            secret: Some("s3cret".into()),
+            force_refresh: Some(force),
+        };
+        st.stable_token(&req, now).unwrap_or_default()
+    }
+
+    /// The stable token states the time it has left, and is rotated in its last
+    /// quarter (at most 300 s before the end).
+    #[test]
+    fn a_stable_token_tells_its_remaining_life_and_rotates_near_its_end() {
+        let mut st = state(&[]);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let first = stable_at(&mut st, false, at(0));
+        let later = stable_at(&mut st, false, at(60));
+        assert_eq!(later["access_token"], first["access_token"]);
+        assert_eq!(later["expires_in"], 40);
+        let rotated = stable_at(&mut st, false, at(76));
+        assert_ne!(rotated["access_token"], first["access_token"]);
+        assert_eq!(rotated["expires_in"], 100);
+        let forced = stable_at(&mut st, true, at(77));
+        assert_ne!(forced["access_token"], rotated["access_token"]);
+    }
+
+    fn work_token_at(st: &mut State, secret: &str, now: Instant) -> Value {
+        let q = HashMap::from([
+            ("corpid".to_string(), "corp".to_string()),
+            ("corpsecret".to_string(), secret.to_string()),
+        ]);
+        st.work_token(&q, now).unwrap_or_default()
+    }
+
+    fn work_ticket_at(st: &mut State, kind: &str, token: &Value, now: Instant) -> Value {
+        let token = token["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut q = HashMap::from([("access_token".to_string(), token)]);
+        let answer = if kind == "agent" {
+            q.insert("type".into(), "agent_config".into());
+            st.agent_ticket(&q, now)
+        } else {
+            st.work_jsapi_ticket(&q, now)
+        };
+        answer.unwrap_or_default()
+    }
+
+    /// WeChat Work: each application (secret) has its own token, the same one until it
+    /// expires; the corp ticket is the corp's, the agent ticket the application's.
+    #[test]
+    fn work_tokens_and_agent_tickets_belong_to_an_application_and_are_reissued() {
+        let mut st = State::new(SandboxConfig {
+            expires_in: 100,
+            ..SandboxConfig::default()
+        });
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let a = work_token_at(&mut st, "secret-a", at(0));
+        let b = work_token_at(&mut st, "secret-b", at(0));
+        assert_ne!(a["access_token"], b["access_token"]);
+        let a_late = work_token_at(&mut st, "secret-a", at(99));
+        assert_eq!(
+            a_late["access_token"], a["access_token"],
+            "no early rotation"
+        );
+        assert_eq!(a_late["expires_in"], 100);
+        assert_ne!(
+            work_token_at(&mut st, "secret-a", at(100))["access_token"],
+            a["access_token"]
+        );
+
+        let corp_a = work_ticket_at(&mut st, "corp", &a, at(1));
+        let corp_b = work_ticket_at(&mut st, "corp", &b, at(1));
+        assert_eq!(corp_a["ticket"], corp_b["ticket"], "one corp ticket");
+        let agent_a = work_ticket_at(&mut st, "agent", &a, at(1));
+        let agent_b = work_ticket_at(&mut st, "agent", &b, at(1));
+        assert_ne!(
+            agent_a["ticket"], agent_b["ticket"],
+            "an agent ticket per app"
+        );
+        assert_eq!(
+            work_ticket_at(&mut st, "agent", &a, at(2))["ticket"],
+            agent_a["ticket"]
+        );
+    }
+
+    #[test]
+    fn tickets_valid_during_an_interval_include_those_that_expired_within_it() {
         let sb = sandbox(300);
-        let app = test::init_service(App::new().configure(|c| sb.configure(c))).await;
-        let token = get!(&app, &token_uri());
-        let t1 = get!(&app, &ticket_uri(&token));
-        let t2 = get!(&app, &ticket_uri(&token));
-        assert_ne!(t1["ticket"], t2["ticket"], "default mode mints per call");
-        sb.set_reuse_ticket(true);
-        let t3 = get!(&app, &ticket_uri(&token));
-        assert_eq!(t2["ticket"], t3["ticket"]);
-        assert_eq!(t3["expires_in"], 7200);
-        let current = sb.current_ticket(APP);
-        assert_eq!(current.as_deref(), t3["ticket"].as_str());
-        assert!(current.is_some_and(|t| sb.is_valid_ticket(APP, &t)));
-        assert!(!sb.is_valid_ticket("other", t3["ticket"].as_str().unwrap_or_default()));
+        let t0 = Instant::now();
+        let (token, ticket) = {
+            let mut st = sb.lock();
+            st.expires_in = 10;
+            let token = classic_token_at(&mut st, t0);
+            let ticket = ticket_at(&mut st, &token, t0)["ticket"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (token, ticket)
+        };
+        let during = |from: u64, to: u64| {
+            sb.tickets_valid_during(
+                APP,
+                t0 + Duration::from_secs(from),
+                t0 + Duration::from_secs(to),
+            )
+        };
+        assert_eq!(during(0, 1), vec![ticket.clone()]);
+        assert_eq!(during(9, 12), vec![ticket.clone()]);
+        assert!(during(10, 12).is_empty(), "expired");
+        assert!(!token.is_empty());
     }
 
     #[actix_web::test]
     async fn bad_input_answers_errors() {
         let sb = sandbox(300);
-        let app = test::init_service(App::new().configure(|c| sb.configure(c))).await;
+        let app = atest::init_service(App::new().configure(|c| sb.configure(c))).await;
         let cases = [
             ("/cgi-bin/token?grant_type=x&appid=a&secret=b", 40002),
             (
@@ -1016,17 +1440,17 @@ mod tests {
         let token = get!(&app, &token_uri());
         let uri = ticket_uri(&token).replace("jsapi", "nope");
         assert_eq!(get!(&app, &uri)["errcode"], 40097);
-        let req = test::TestRequest::post()
+        let req = atest::TestRequest::post()
             .uri("/cgi-bin/stable_token")
             .set_payload("{not json")
             .to_request();
-        let answer: Value = test::call_and_read_body_json(&app, req).await;
+        let answer: Value = atest::call_and_read_body_json(&app, req).await;
         assert_eq!(answer["errcode"], 47001);
-        let req = test::TestRequest::post()
+        let req = atest::TestRequest::post()
             .uri("/sandbox/settings")
             .set_payload("{\"expires_in\": -1}")
             .to_request();
-        assert_eq!(test::call_service(&app, req).await.status(), 400);
+        assert_eq!(atest::call_service(&app, req).await.status(), 400);
         sb.set_expires_in(u64::MAX);
         assert_eq!(get!(&app, &token_uri())["expires_in"], u64::MAX);
     }

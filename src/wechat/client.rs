@@ -75,11 +75,14 @@ pub enum WechatError {
 }
 
 impl WechatError {
-    /// Failures that say nothing about the request itself and may pass on a retry.
+    /// Failures that say nothing about the request itself and may pass on a retry:
+    /// WeChat busy or slow, and anything that went wrong below its API (a gateway's
+    /// 5xx, an HTML page, a body cut short, a dropped connection), which is how an
+    /// outage looks from here.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Busy | Self::Timeout(_) | Self::Transport(_) | Self::StaleValue
+            Self::Busy | Self::Timeout(_) | Self::Transport(_) | Self::Decode(_) | Self::StaleValue
         )
     }
 
@@ -349,11 +352,12 @@ impl WechatClient {
                 response.status()
             )));
         }
+        // A body that cannot be read whole is the connection failing, not WeChat.
         response
             .body()
             .limit(64 * 1024)
             .await
-            .map_err(|e| WechatError::Decode(e.to_string()))
+            .map_err(|e| WechatError::Transport(format!("body: {e}")))
     }
 }
 

@@ -289,7 +289,7 @@ async fn a_failing_renewal_keeps_the_current_ticket_in_service() {
 async fn a_ticket_reissued_unchanged_keeps_its_first_expiry() {
     let app = spawn_app().await;
     app.sandbox.set_expires_in(4);
-    app.sandbox.set_reuse_ticket(true);
+    app.sandbox.set_reissue(Endpoint::GetTicket, true);
     app.sign_and_check("https://page.example.com/").await;
     let first = stored(&app, "jsapi_ticket").await.unwrap();
     sign_until(&app, Duration::from_secs(10), |a| {

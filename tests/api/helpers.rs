@@ -569,6 +569,7 @@ pub fn fault(endpoint: Endpoint, errcode: Option<i64>, delay_ms: u64) -> Fault {
     Fault {
         endpoint,
         errcode,
+        transport: None,
         delay_ms,
         times: 1,
     }

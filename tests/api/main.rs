@@ -16,5 +16,6 @@ mod logs;
 mod ops;
 mod public;
 mod store;
+mod upstream;
 mod verify;
 mod work;
