@@ -213,7 +213,8 @@ pub struct WechatSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CacheSettings {
     /// A value is not handed out in the last this-many seconds before WeChat's
-    /// `expires_in` ends, so that a page has time to call `wx.config` with it.
+    /// `expires_in` ends, so that a page has time to call `wx.config` with it, unless
+    /// no newer value can be had (WeChat re-issued it, or renewing it failed).
     /// Capped at a fifth of `expires_in` for short-lived values.
     pub safety_margin_secs: u64,
     /// A value is renewed (by one instance, while all keep using it) this long before
@@ -228,6 +229,10 @@ pub struct CacheSettings {
     /// How often an instance compares its in-memory copy with the store: the bound on
     /// how long a change made by another instance takes to reach this one.
     pub local_recheck_ms: u64,
+    /// Invalidations asked for by callers (`POST .../invalidate`) allowed per
+    /// credential of an app per day (China time), deployment-wide: each costs a call
+    /// of WeChat's daily quota (about 2000 token calls a day; test accounts 200).
+    pub invalidations_per_day: u64,
 }
 
 /// What kind of WeChat app a `[apps.NAME]` table describes.
@@ -380,7 +385,7 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 16] = [
+const DEFAULTS: [(&str, &str); 17] = [
     ("server.bind", "127.0.0.1:8080"),
     ("server.shutdown_timeout_secs", "30"),
     ("server.client_request_timeout_ms", "5000"),
@@ -397,6 +402,7 @@ const DEFAULTS: [(&str, &str); 16] = [
     ("cache.lock_ttl_ms", "5000"),
     ("cache.lock_wait_ms", "5000"),
     ("cache.local_recheck_ms", "1000"),
+    ("cache.invalidations_per_day", "100"),
 ];
 
 /// Defaults every `[redis]` table gets, so that a table with just `url` is complete.

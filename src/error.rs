@@ -21,7 +21,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Logs `message` unless an error with the same code was logged less than
 /// [`LOG_EVERY`] ago; the next line says how many were left out meanwhile.
-fn log_throttled(code: &'static str, message: impl FnOnce() -> String) {
+pub(crate) fn log_throttled(code: &'static str, message: impl FnOnce() -> String) {
     static LAST: Mutex<Option<HashMap<&'static str, (Instant, u64)>>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     let logged = last.get_or_insert_with(HashMap::new);
@@ -79,16 +79,19 @@ pub enum ApiError {
     Upstream(WechatError),
     #[error("the service is temporarily unavailable: {0}")]
     Unavailable(String),
+    /// Renewals back off after a failure, and nothing usable is cached meanwhile.
+    #[error("the service is temporarily unavailable: {message}")]
+    BackingOff {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The page's host (not a secret: the page sent it) is outside `allowed_domains`.
     #[error("the page's host `{0}` is not among this app's allowed_domains (its JS interface safe domains)")]
     DomainNotAllowed(String),
     #[error("this route needs `Authorization: Bearer KEY` with one of the configured admin keys")]
     Unauthorized,
     #[error("{what}; retry in {retry_after_secs} s")]
-    RateLimited {
-        what: &'static str,
-        retry_after_secs: u64,
-    },
+    RateLimited { what: String, retry_after_secs: u64 },
 }
 
 impl ApiError {
@@ -108,7 +111,7 @@ impl ApiError {
             Self::Unsupported(_) => "unsupported",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Upstream(_) => "upstream_error",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::BackingOff { .. } => "unavailable",
             Self::DomainNotAllowed(_) => "domain_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::RateLimited { .. } => "rate_limited",
@@ -122,6 +125,10 @@ impl From<CacheError> for ApiError {
             // WeChat timing out or busy is passing: the client may retry shortly.
             CacheError::Upstream(ref w) if w.is_transient() => Self::Unavailable(e.to_string()),
             CacheError::Upstream(w) => Self::Upstream(w),
+            CacheError::BackingOff { retry_after, .. } => Self::BackingOff {
+                retry_after_secs: retry_after.as_secs().max(1),
+                message: e.to_string(),
+            },
             CacheError::Store(_) | CacheError::LockWaitTimeout(_) => {
                 Self::Unavailable(e.to_string())
             }
@@ -156,7 +163,7 @@ impl ResponseError for ApiError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::BackingOff { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DomainNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -177,6 +184,9 @@ impl ResponseError for ApiError {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             Self::RateLimited {
+                retry_after_secs, ..
+            }
+            | Self::BackingOff {
                 retry_after_secs, ..
             } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));

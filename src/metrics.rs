@@ -53,6 +53,41 @@ pub enum Tier {
     Store,
 }
 
+/// Things that happen to cached values, counted in `wxjssdk_cache_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// The store had lost a value (or held an older one) and an instance wrote its copy back.
+    Restored,
+    /// WeChat handed out the value already held: it is served to its first expiry.
+    Reissued,
+    /// WeChat handed out the value that had just expired; it was asked for again.
+    Stale,
+    /// A value WeChat refused was buried in the store (a 40001, or a caller's invalidation).
+    Rejected,
+    /// A request found nothing usable while the deployment backed off, and got a 503.
+    BackedOff,
+}
+
+impl CacheEvent {
+    const ALL: [Self; 5] = [
+        Self::Restored,
+        Self::Reissued,
+        Self::Stale,
+        Self::Rejected,
+        Self::BackedOff,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Restored => "restored",
+            Self::Reissued => "reissued",
+            Self::Stale => "stale",
+            Self::Rejected => "rejected",
+            Self::BackedOff => "backed_off",
+        }
+    }
+}
+
 struct Metrics {
     registry: Registry,
     upstream_calls: IntCounterVec,
@@ -62,6 +97,8 @@ struct Metrics {
     /// `wxjssdk_cache_lookups_total` by [tier][hit]: resolved once, so that the
     /// signing path's lookup is a single atomic increment.
     cache_lookups: [[IntCounter; 2]; 2],
+    /// `wxjssdk_cache_events_total` by [`CacheEvent`], in the order of `CacheEvent::ALL`.
+    cache_events: Vec<IntCounter>,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
 }
@@ -116,6 +153,17 @@ impl Metrics {
             [lookup("local", "miss")?, lookup("local", "hit")?],
             [lookup("store", "miss")?, lookup("store", "hit")?],
         ];
+        let events = IntCounterVec::new(
+            Opts::new(
+                "cache_events_total",
+                "What happened to cached values: restored (an instance wrote its copy back to a store that had lost it), reissued (WeChat handed out the value already held), stale (WeChat handed out a value that had just expired), rejected (a value WeChat refused was dropped), backed_off (a request found nothing usable while renewals back off, and got a 503).",
+            ),
+            &["event"],
+        )?;
+        let cache_events = CacheEvent::ALL
+            .iter()
+            .map(|e| events.get_metric_with_label_values(&[e.label()]))
+            .collect::<Result<Vec<_>, _>>()?;
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
@@ -136,6 +184,7 @@ impl Metrics {
         registry.register(Box::new(lock_waits.clone()))?;
         registry.register(Box::new(lock_wait_timeouts.clone()))?;
         registry.register(Box::new(lookups))?;
+        registry.register(Box::new(events))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         Ok(Self {
@@ -145,6 +194,7 @@ impl Metrics {
             lock_waits,
             lock_wait_timeouts,
             cache_lookups,
+            cache_events,
             http_requests,
             http_duration,
         })
@@ -221,6 +271,19 @@ pub fn cache_lookup(tier: Tier, hit: bool) {
             Tier::Store => 1,
         };
         m.cache_lookups[tier][usize::from(hit)].inc();
+    }
+}
+
+/// Something happened to a cached value.
+pub fn cache_event(event: CacheEvent) {
+    if let Some(m) = METRICS.get() {
+        if let Some(counter) = CacheEvent::ALL
+            .iter()
+            .position(|e| *e == event)
+            .and_then(|i| m.cache_events.get(i))
+        {
+            counter.inc();
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use sha1::{Digest, Sha1};
 
-use wx_jssdk::cache::Record;
+use wx_jssdk::cache::{Record, MAX_LIFE_SECS};
 use wx_jssdk::configuration::CacheSettings;
 use wx_jssdk::wechat::signature::{
     page_url, sign_card, sign_url, verify_server_signature, MAX_URL_LEN,
@@ -60,6 +60,7 @@ fn settings() -> impl Strategy<Value = CacheSettings> {
         lock_ttl_ms: 5_000,
         lock_wait_ms: 5_000,
         local_recheck_ms: 1_000,
+        invalidations_per_day: 100,
     })
 }
 
@@ -161,34 +162,53 @@ proptest! {
     }
 
     #[test]
-    fn records_renew_before_expiry_and_never_outlive_a_reissued_value(
+    fn records_keep_their_deadlines_in_order_and_never_outlive_a_value(
         value in "[A-C]",
         lifetime in expires_in(),
-        previous in prop::option::of(("[A-C]", now(), any::<u64>())),
-        now in now(),
+        previous in prop::option::of(("[A-C]", now(), any::<u64>(), any::<u64>(), any::<bool>())),
+        requested_at in now(),
+        latency in 0..=10_000u64,
         settings in settings(),
     ) {
-        let previous = previous.map(|(value, a, b)| Record {
-            value,
-            renew_at: a.min(b),
-            expires_at: a.max(b),
+        let previous = previous.map(|(value, a, b, c, rejected)| {
+            let mut deadlines = [a, b, c];
+            deadlines.sort_unstable();
+            Record {
+                value,
+                fetched_at: deadlines[0] / 2,
+                renew_at: deadlines[0],
+                usable_until: deadlines[1],
+                expires_at: deadlines[2],
+                rejected,
+            }
         });
+        let answered_at = requested_at.saturating_add(latency);
         let fetched = Fetched { value: value.clone(), expires_in: lifetime };
-        let record = Record::from_fetched(fetched, previous.as_ref(), now, &settings);
-        let reissued = previous.as_ref().filter(|p| p.value == value);
-        match (record, reissued) {
-            (Some(record), reissued) => {
-                prop_assert!(record.renew_at <= record.expires_at, "{record:?}");
-                prop_assert!(record.renew_at >= now || record.expires_at <= now, "{record:?}");
+        let made = Record::from_fetched(fetched, previous.as_ref(), requested_at, answered_at, &settings);
+        let stated_expiry = requested_at.saturating_add(lifetime.min(MAX_LIFE_SECS) * 1000);
+        let again = previous.as_ref().filter(|p| p.value == value);
+        match (made, again) {
+            (Ok(record), again) => {
+                prop_assert!(
+                    record.renew_at <= record.usable_until && record.usable_until <= record.expires_at,
+                    "{record:?}"
+                );
                 prop_assert_eq!(&record.value, &value);
-                if let Some(previous) = reissued {
-                    prop_assert!(record.expires_at <= previous.expires_at, "{record:?} outlives {previous:?}");
-                    prop_assert!(record.expires_at > now);
+                prop_assert!(!record.rejected, "WeChat handed it out: it is no tombstone");
+                prop_assert!(record.expires_at <= stated_expiry, "{record:?} outlives what WeChat stated");
+                match again {
+                    Some(previous) => {
+                        prop_assert!(record.expires_at <= previous.expires_at, "{record:?} outlives {previous:?}");
+                        prop_assert!(record.expires_at > answered_at, "{record:?} is already dead");
+                        prop_assert!(record.renew_at > answered_at, "asked again at once: {record:?}");
+                        prop_assert_eq!(record.fetched_at, previous.fetched_at);
+                    }
+                    None => prop_assert!(record.renew_at >= requested_at.min(record.expires_at), "{record:?}"),
                 }
             }
-            // Refused only when the earlier expiry has passed, or WeChat gave no life at all.
-            (None, Some(previous)) => prop_assert!(previous.expires_at <= now || lifetime == 0),
-            (None, None) => prop_assert!(false, "a new value is always recorded"),
+            // Stale only when the value handed out again has reached its earlier expiry.
+            (Err(_), Some(previous)) => prop_assert!(stated_expiry.min(previous.expires_at) <= answered_at),
+            (Err(_), None) => prop_assert!(false, "a new value is always recorded"),
         }
     }
 }

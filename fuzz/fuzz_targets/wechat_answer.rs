@@ -18,19 +18,20 @@ fuzz_target!(|data: &[u8]| {
         lock_ttl_ms: 5_000,
         lock_wait_ms: 5_000,
         local_recheck_ms: 1_000,
+        invalidations_per_day: 100,
     };
     for wanted in [AnswerValue::AccessToken, AnswerValue::Ticket] {
         match parse_answer(data, wanted) {
             Ok(fetched) => {
                 assert!(!fetched.value.is_empty() && fetched.expires_in > 0);
-                let first = Record::from_fetched(fetched.clone(), None, NOW_MS, &settings)
+                let first = Record::from_fetched(fetched.clone(), None, NOW_MS, NOW_MS, &settings)
                     .expect("a new value is always recorded");
-                assert!(first.renew_at <= first.expires_at);
+                assert!(first.renew_at <= first.usable_until && first.usable_until <= first.expires_at);
                 // WeChat handing the same value out again, later.
                 let later = first.renew_at;
-                if let Some(again) = Record::from_fetched(fetched, Some(&first), later, &settings) {
+                if let Ok(again) = Record::from_fetched(fetched, Some(&first), later, later, &settings) {
                     assert!(again.expires_at <= first.expires_at);
-                    assert!(again.renew_at <= again.expires_at);
+                    assert!(again.renew_at <= again.usable_until && again.usable_until <= again.expires_at);
                 }
             }
             // The message of every error is logged: it must render.

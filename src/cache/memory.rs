@@ -29,16 +29,38 @@ impl MemoryStore {
         self.with(|m| m.get(key).map(|(v, _)| v.clone()))
     }
 
-    pub fn put_record(&self, key: &str, record: &Record) -> bool {
+    pub fn put_record(&self, key: &str, record: &Record, confirmed: bool) -> bool {
         let ttl = Duration::from_millis(record.store_ttl_ms(super::record::now_ms()));
         self.with(|m| {
             let current = m.get(key).and_then(|(v, _)| Record::from_json(v));
-            if current.is_some_and(|c| !record.supersedes(&c)) {
+            if current.is_some_and(|c| !record.replaces(&c, confirmed)) {
                 return false;
             }
             m.insert(key.to_string(), (record.to_json(), Instant::now() + ttl));
             true
         })
+    }
+
+    pub fn reject(&self, key: &str, tombstone: &Record) -> bool {
+        self.with(|m| match m.get_mut(key) {
+            Some((raw, _)) => {
+                let current = Record::from_json(raw);
+                let buries = current.is_some_and(|c| !c.rejected && c.value == tombstone.value);
+                if buries {
+                    *raw = tombstone.to_json();
+                }
+                buries
+            }
+            None => false,
+        })
+    }
+
+    pub fn set(&self, key: &str, value: &str, ttl: Duration) {
+        self.with(|m| m.insert(key.to_string(), (value.to_string(), Instant::now() + ttl)));
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.with(|m| m.remove(key));
     }
 
     pub fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> bool {

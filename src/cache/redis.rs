@@ -17,20 +17,48 @@ use super::record::{now_ms, Record};
 use super::store::StoreError;
 use crate::configuration::{RedisSettings, RedisTopology};
 
-/// Writes ARGV[1] (a record) unless the stored record has a later
-/// (expires_at, renew_at), given as ARGV[2], ARGV[3]; the key lives ARGV[4] ms.
+/// Writes ARGV[1] (a record whose expires_at, renew_at and value are ARGV[2..4]) if it
+/// should replace the stored one, as `Record::replaces` decides: it lasts longer; over a
+/// tombstone, it outlives the tombstone, or is the buried value confirmed by WeChat
+/// (ARGV[5] = "1"). The key lives ARGV[6] ms. A stored value that is not a record is
+/// replaced.
 const PUT_RECORD: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, c = pcall(cjson.decode, current)
   if ok and type(c) == 'table' and tonumber(c.expires_at) and tonumber(c.renew_at) then
     local e, r = tonumber(ARGV[2]), tonumber(ARGV[3])
-    if c.expires_at > e or (c.expires_at == e and c.renew_at >= r) then
+    local ce, cr = tonumber(c.expires_at), tonumber(c.renew_at)
+    if c.rejected == true then
+      if not (e > ce or (ARGV[5] == '1' and c.value == ARGV[4])) then
+        return 0
+      end
+    elseif ce > e or (ce == e and cr >= r) then
       return 0
     end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[6])
+return 1
+"#;
+
+/// Buries a refused value: replaces the record with ARGV[2] (its tombstone) if it still
+/// holds the value ARGV[1] and is not a tombstone yet, keeping the key's expiry.
+const REJECT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if not current then
+  return 0
+end
+local ok, c = pcall(cjson.decode, current)
+if not (ok and type(c) == 'table' and c.value == ARGV[1] and c.rejected ~= true) then
+  return 0
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 return 1
 "#;
 
@@ -104,6 +132,7 @@ pub struct RedisStore {
     pool: Pool,
     timeout: Duration,
     put_record: Script,
+    reject: Script,
     delete_if_equals: Script,
     extend_if_equals: Script,
     incr_with_ttl: Script,
@@ -149,6 +178,7 @@ impl RedisStore {
             pool,
             timeout,
             put_record: Script::new(PUT_RECORD),
+            reject: Script::new(REJECT),
             delete_if_equals: Script::new(DELETE_IF_EQUALS),
             extend_if_equals: Script::new(EXTEND_IF_EQUALS),
             incr_with_ttl: Script::new(INCR_WITH_TTL),
@@ -187,7 +217,12 @@ impl RedisStore {
             .await
     }
 
-    pub async fn put_record(&self, key: &str, record: &Record) -> Result<bool, StoreError> {
+    pub async fn put_record(
+        &self,
+        key: &str,
+        record: &Record,
+        confirmed: bool,
+    ) -> Result<bool, StoreError> {
         let ttl = record.store_ttl_ms(now_ms());
         let json = record.to_json();
         let written: i64 = self
@@ -197,12 +232,48 @@ impl RedisStore {
                     .arg(json)
                     .arg(record.expires_at)
                     .arg(record.renew_at)
+                    .arg(&record.value)
+                    .arg(if confirmed { "1" } else { "0" })
                     .arg(ttl)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
         Ok(written == 1)
+    }
+
+    pub async fn reject(&self, key: &str, tombstone: &Record) -> Result<bool, StoreError> {
+        let json = tombstone.to_json();
+        let buried: i64 = self
+            .run(|mut c| async move {
+                self.reject
+                    .key(key)
+                    .arg(&tombstone.value)
+                    .arg(json)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(buried == 1)
+    }
+
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let ttl = ttl.as_millis().max(1) as u64;
+        self.run(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.run(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
+            .await
     }
 
     pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -18,6 +18,8 @@ pub enum StoreError {
     Timeout(u64),
 }
 
+// One store per process, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     Redis(RedisStore),
     Memory(MemoryStore),
@@ -32,13 +34,51 @@ impl Store {
         }
     }
 
-    /// Writes `record` unless the stored one lasts longer (a later `expires_at`, or the
-    /// same one and a later `renew_at`): a slow writer can never replace a newer value
-    /// with an older one. The key expires with the record.
-    pub async fn put_record(&self, key: &str, record: &Record) -> Result<bool, StoreError> {
+    /// Writes `record` if it should replace the stored one ([`Record::replaces`]): it
+    /// lasts longer, so a slow writer can never put an older value over a newer one;
+    /// a tombstone gives way only to a value that lasts longer, or to the same value
+    /// `confirmed` (just handed out again by WeChat), so a copy of a refused value is
+    /// never put back. The key expires with the record.
+    pub async fn put_record(
+        &self,
+        key: &str,
+        record: &Record,
+        confirmed: bool,
+    ) -> Result<bool, StoreError> {
         match self {
-            Self::Redis(s) => s.put_record(key, record).await,
-            Self::Memory(s) => Ok(s.put_record(key, record)),
+            Self::Redis(s) => s.put_record(key, record, confirmed).await,
+            Self::Memory(s) => Ok(s.put_record(key, record, confirmed)),
+        }
+    }
+
+    /// Turns the record at `key` into `tombstone` if it still holds `tombstone.value`
+    /// (and is not a tombstone yet), keeping its expiry; true when it did.
+    pub async fn reject(&self, key: &str, tombstone: &Record) -> Result<bool, StoreError> {
+        match self {
+            Self::Redis(s) => s.reject(key, tombstone).await,
+            Self::Memory(s) => Ok(s.reject(key, tombstone)),
+        }
+    }
+
+    /// `SET key value PX ttl`.
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Self::Redis(s) => s.set(key, value, ttl).await,
+            Self::Memory(s) => {
+                s.set(key, value, ttl);
+                Ok(())
+            }
+        }
+    }
+
+    /// `DEL key`.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Redis(s) => s.delete(key).await,
+            Self::Memory(s) => {
+                s.delete(key);
+                Ok(())
+            }
         }
     }
 

@@ -1,15 +1,21 @@
 //! The central access_token for the company's other backends (WeChat's recommended
 //! "central control server"): they read the app's token here instead of fetching their
 //! own, which would spend the daily quota and, in classic mode, kill this service's
-//! token and each other's. Open only to `Authorization: Bearer KEY` with a key from
-//! `admin.keys`; without keys these routes do not exist.
+//! token and each other's. When WeChat refuses a token, or an operator knows it rotated
+//! a ticket early, they say so here, and the value is replaced once for the whole
+//! deployment. Open only to `Authorization: Bearer KEY` with a key from `admin.keys`;
+//! without keys these routes do not exist.
+//!
+//! Tickets are never answered, only invalidated: a ticket signs for any page of the
+//! app's domains, so it stays inside the service like the secret.
 
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::{AppState, SelectedApp};
-use crate::cache::{now_ms, Context, Invalidation, Record};
+use crate::cache::{now_ms, Context, Credential, Invalidation, Record};
+use crate::configuration::AppKind;
 use crate::error::ApiError;
 use crate::limits::read_body;
 use crate::wechat::WechatClient;
@@ -22,36 +28,89 @@ pub async fn access_token(
 ) -> Result<HttpResponse, ApiError> {
     let ctx = authorized_context(&req, &state, wechat).await?;
     let token = state.cache.access_token(&ctx).await?;
-    Ok(token_answer(None, &token))
+    Ok(answer(Credential::AccessToken, None, &token))
 }
 
-/// `POST /v1/apps/{name}/access_token/invalidate` with `{"access_token": "..."}`: the
-/// caller says WeChat refused that token (errcode 40001 or 42001). It is replaced if
-/// it is still the current one; otherwise the current one is answered.
-pub async fn invalidate(
+/// The route of `POST /v1/apps/{name}/{credential}/invalidate`.
+pub fn invalidation(credential: Credential) -> actix_web::Route {
+    web::post().to(
+        move |req: HttpRequest,
+              payload: web::Payload,
+              state: web::Data<AppState>,
+              wechat: web::Data<WechatClient>| {
+            invalidate(req, payload, state, wechat, credential)
+        },
+    )
+}
+
+/// `POST /v1/apps/{name}/access_token/invalidate` with `{"access_token": "..."}`, or
+/// `.../jsapi_ticket/invalidate` (`card_ticket`, `agent_ticket`) with `{"ticket":
+/// "..."}`: the caller says WeChat refused that value (errcode 40001 or 42001 for a
+/// token). It is replaced if it is still the current one; otherwise the current one is
+/// answered (a token), or said to be current (a ticket).
+async fn invalidate(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
     wechat: web::Data<WechatClient>,
+    credential: Credential,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = authorized_context(&req, &state, wechat).await?;
+    if !exists_for(ctx.app.kind, credential) {
+        return Err(ApiError::Unsupported(match credential {
+            Credential::CardTicket => "card tickets exist for official accounts only",
+            _ => "agent tickets exist for WeChat Work apps only",
+        }));
+    }
     let body = read_body(payload).await?;
-    let token = invalidated_token(&body)?;
-    match state.cache.invalidate_access_token(&ctx, &token).await? {
-        Invalidation::Replaced(token) => Ok(token_answer(Some(true), &token)),
-        Invalidation::NotCurrent(token) => Ok(token_answer(Some(false), &token)),
-        Invalidation::TooSoon { retry_after } => Err(ApiError::RateLimited {
-            what: "this app's access_token was already invalidated in the last 30 s (once per \
-                   30 s per app), and the token sent is still the current one",
-            retry_after_secs: retry_after.as_secs(),
-        }),
+    let value = invalidated_value(&body, field(credential))?;
+    let limited = |why: String, retry_after: std::time::Duration| ApiError::RateLimited {
+        what: why,
+        retry_after_secs: retry_after.as_secs().max(1),
+    };
+    match state.cache.invalidate(&ctx, credential, &value).await? {
+        Invalidation::Replaced(new) => Ok(answer(credential, Some(true), &new)),
+        Invalidation::NotCurrent(current) => Ok(answer(credential, Some(false), &current)),
+        Invalidation::TooSoon { retry_after } => Err(limited(
+            format!(
+                "this app's {} was already invalidated in the last 30 s (once per 30 s per \
+                 app), and the value sent is still the current one",
+                credential.name()
+            ),
+            retry_after,
+        )),
+        Invalidation::DailyLimit { retry_after } => Err(limited(
+            format!(
+                "today's invalidations of this app's {} are spent (cache.invalidations_per_day; \
+                 the day is China's, UTC+8)",
+                credential.name()
+            ),
+            retry_after,
+        )),
     }
 }
 
-/// The `access_token` of a `{"access_token": "..."}` body. Errors say where the body
-/// is wrong but never quote it: it holds a token.
-fn invalidated_token(body: &[u8]) -> Result<String, ApiError> {
-    const EXPECTED: &str = r#"send {"access_token": "..."}"#;
+/// Whether an app of `kind` has `credential`.
+fn exists_for(kind: AppKind, credential: Credential) -> bool {
+    match credential {
+        Credential::AccessToken | Credential::JsapiTicket => true,
+        Credential::CardTicket => kind == AppKind::Official,
+        Credential::AgentTicket => kind == AppKind::Work,
+    }
+}
+
+/// The body field that names the refused value.
+fn field(credential: Credential) -> &'static str {
+    match credential {
+        Credential::AccessToken => "access_token",
+        _ => "ticket",
+    }
+}
+
+/// The `field` of a `{"field": "..."}` body. Errors say where the body is wrong but
+/// never quote it: it holds a token or ticket.
+fn invalidated_value(body: &[u8], field: &str) -> Result<String, ApiError> {
+    let expected = format!(r#"send {{"{field}": "..."}}"#);
     let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| {
             let problem = match e.classify() {
@@ -59,15 +118,15 @@ fn invalidated_token(body: &[u8]) -> Result<String, ApiError> {
                 _ => "is not JSON",
             };
             ApiError::InvalidBody(format!(
-                "the body {problem} (line {}, column {}): {EXPECTED}",
+                "the body {problem} (line {}, column {}): {expected}",
                 e.line(),
                 e.column()
             ))
         })?;
-    match object.remove("access_token") {
-        Some(serde_json::Value::String(token)) if !token.is_empty() => Ok(token),
+    match object.remove(field) {
+        Some(serde_json::Value::String(value)) if !value.is_empty() => Ok(value),
         _ => Err(ApiError::InvalidBody(format!(
-            "`access_token` is missing, empty or not a string: {EXPECTED}"
+            "`{field}` is missing, empty or not a string: {expected}"
         ))),
     }
 }
@@ -101,22 +160,25 @@ fn bearer(authorization: &str) -> Option<&str> {
 }
 
 #[derive(Serialize)]
-struct TokenAnswer<'a> {
+struct Answer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     invalidated: Option<bool>,
-    access_token: &'a str,
-    /// Whole seconds the token may still be used (WeChat's lifetime less the safety margin).
+    /// The token; never a ticket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
+    /// Whole seconds the value may still be used (WeChat's lifetime less the safety margin).
     expires_in: u64,
 }
 
-fn token_answer(invalidated: Option<bool>, token: &Record) -> HttpResponse {
+fn answer(credential: Credential, invalidated: Option<bool>, current: &Record) -> HttpResponse {
+    let token = (credential == Credential::AccessToken).then_some(current.value.as_str());
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
-        .json(TokenAnswer {
+        .json(Answer {
             invalidated,
-            access_token: &token.value,
-            expires_in: token.ttl_ms(now_ms()) / 1000,
+            access_token: token,
+            expires_in: current.usable_until.saturating_sub(now_ms()).max(1000) / 1000,
         })
 }
 

@@ -20,7 +20,7 @@ use actix_web::dev::{HttpServiceFactory, Payload};
 use actix_web::{guard, http::Method, web, FromRequest, HttpRequest};
 
 use crate::access::AdminKeys;
-use crate::cache::{Context, CredentialCache};
+use crate::cache::{Context, Credential, CredentialCache};
 use crate::configuration::{AppSettings, Settings};
 use crate::error::ApiError;
 use crate::wechat::WechatClient;
@@ -142,7 +142,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(admin_resource(
         "/v1/apps/{name}/access_token/invalidate",
-        web::post().to(admin::invalidate),
+        admin::invalidation(Credential::AccessToken),
+    ))
+    .service(admin_resource(
+        "/v1/apps/{name}/jsapi_ticket/invalidate",
+        admin::invalidation(Credential::JsapiTicket),
+    ))
+    .service(admin_resource(
+        "/v1/apps/{name}/card_ticket/invalidate",
+        admin::invalidation(Credential::CardTicket),
+    ))
+    .service(admin_resource(
+        "/v1/apps/{name}/agent_ticket/invalidate",
+        admin::invalidation(Credential::AgentTicket),
     ));
 }
 

@@ -356,7 +356,9 @@ async fn a_value_changed_by_another_instance_reaches_this_one_within_the_recheck
     let newer = Record {
         value: "ticket-renewed-elsewhere".into(),
         renew_at: current.renew_at + 1,
+        usable_until: current.usable_until + 1,
         expires_at: current.expires_at + 1,
+        ..current.clone()
     };
     store(&app, "jsapi_ticket", &newer).await;
     let deadline = Instant::now() + Duration::from_secs(5);

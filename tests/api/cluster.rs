@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use redis::AsyncCommands;
-use wx_jssdk::cache::{Credential, KeySpace, RedisStore, Store};
+use wx_jssdk::cache::{now_ms, ChinaDay, Credential, KeySpace, RedisStore, Store};
 
 use crate::helpers::{
     cold_burst_on_two_instances, error_code, redis_settings, spawn_app_with, Options,
@@ -96,13 +96,14 @@ async fn every_key_of_an_app_lives_in_one_slot_on_one_node() {
 
     let key = |name: &str| format!("wxjssdk:{{{APPID}}}:{name}");
     let stored = stored_keys(&app).await;
+    let today = ChinaDay::of(now_ms()).number;
     let expected: BTreeSet<String> = [
-        "access_token",
-        "jsapi_ticket",
-        "force_refresh:gate",
-        "force_refresh:count",
+        "access_token".to_string(),
+        "jsapi_ticket".to_string(),
+        "force_refresh:gate".to_string(),
+        format!("force_refresh:count:{today}"),
     ]
-    .map(key)
+    .map(|name| key(&name))
     .into();
     assert_eq!(stored, expected, "the refresh locks are released");
 

@@ -346,6 +346,7 @@ impl Default for Options {
                 lock_ttl_ms: 5_000,
                 lock_wait_ms: 5_000,
                 local_recheck_ms: 1_000,
+                invalidations_per_day: 100,
             },
             with_redis: true,
             redis_cluster: false,

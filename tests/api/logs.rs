@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
+use wx_jssdk::cache::{now_ms, Record};
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::helpers::{fault, spawn_app, RunningBinary, APPID, SECRET, SERVER_TOKEN};
@@ -40,21 +41,36 @@ async fn nothing_secret_is_logged_at_debug_level() {
     env.sandbox
         .inject(fault(Endpoint::StableToken, Some(40125), 0));
     assert_eq!(sign().await.unwrap().status(), 502);
-    assert_eq!(sign().await.unwrap().status(), 200);
-    // A rejected token: dropped, replaced, ticket fetched again.
+    // The deployment backs off 1 s after the failure: 503 until the next attempt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = sign().await.unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no signature after the backoff"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A rejected token: dropped, replaced, ticket fetched again. The store is told the
+    // ticket is due for renewal (a newer record of it, as another instance would
+    // write); the binary adopts it at its next check (within local_recheck_ms) and
+    // renews the ticket with its token, which WeChat now refuses: a third ticket call
+    // (the refused one, and the retry) with a third token call (after the 40125 and
+    // the first token).
     env.sandbox.revoke_tokens(APPID);
-    let _: () = redis::AsyncCommands::del(
-        &mut env.redis().connection().await,
-        format!("wxjssdk:{{{APPID}}}:jsapi_ticket"),
-    )
-    .await
-    .unwrap();
-    // The binary keeps signing with its copy; its next check of the store (within
-    // local_recheck_ms) finds the ticket gone and renews it through the 40001 path:
-    // a third ticket call (the rejected one and the retry) with a third token call
-    // (after the 40125 and the first token). The replacement is not always forced: when
-    // the token's own periodic check is running at that moment, the replacement joins
-    // it, and the sandbox hands out a new token unforced since the old one is revoked.
+    let key = format!("wxjssdk:{{{APPID}}}:jsapi_ticket");
+    let mut redis = env.redis().connection().await;
+    let raw: String = redis::AsyncCommands::get(&mut redis, &key).await.unwrap();
+    let mut due = Record::from_json(&raw).expect("a stored ticket");
+    due.renew_at = now_ms();
+    due.expires_at += 1;
+    let _: () = redis::AsyncCommands::set(&mut redis, &key, due.to_json())
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while env.sandbox.calls().stable_token < 3 || env.sandbox.calls().getticket < 3 {
         assert!(
