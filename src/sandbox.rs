@@ -381,9 +381,12 @@ struct TokenRec {
     status: TokenStatus,
 }
 
+/// The tickets the sandbox issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum TicketKind {
+pub enum TicketKind {
+    /// An official account's JS-SDK ticket (`wx.config`).
     Jsapi,
+    /// An official account's card api_ticket.
     WxCard,
     /// WeChat Work: the corp's jsapi ticket.
     CorpJsapi,
@@ -947,19 +950,23 @@ impl Sandbox {
 
     fn valid_of_kind(&self, appid: &str, kind: TicketKind) -> Vec<String> {
         let now = Instant::now();
-        self.jsapi_tickets_where(appid, kind, |t| t.issued_at <= now && now < t.expires_at)
+        self.tickets_where(appid, kind, |t| t.issued_at <= now && now < t.expires_at)
     }
 
-    /// Every jsapi ticket of `appid` that was valid at some moment between `from` and
-    /// `to`: the tickets a signature made in that interval may use and still pass
-    /// `wx.config`.
-    pub fn tickets_valid_during(&self, appid: &str, from: Instant, to: Instant) -> Vec<String> {
-        self.jsapi_tickets_where(appid, TicketKind::Jsapi, |t| {
-            t.issued_at <= to && from < t.expires_at
-        })
+    /// Every ticket of `kind` of `appid` (a corpid for the WeChat Work kinds) that was
+    /// valid at some moment between `from` and `to`: the tickets a signature made in
+    /// that interval may use and still pass WeChat's check.
+    pub fn tickets_valid_during(
+        &self,
+        appid: &str,
+        kind: TicketKind,
+        from: Instant,
+        to: Instant,
+    ) -> Vec<String> {
+        self.tickets_where(appid, kind, |t| t.issued_at <= to && from < t.expires_at)
     }
 
-    fn jsapi_tickets_where(
+    fn tickets_where(
         &self,
         appid: &str,
         kind: TicketKind,
@@ -1403,6 +1410,7 @@ mod tests {
         let during = |from: u64, to: u64| {
             sb.tickets_valid_during(
                 APP,
+                TicketKind::Jsapi,
                 t0 + Duration::from_secs(from),
                 t0 + Duration::from_secs(to),
             )

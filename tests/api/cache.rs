@@ -13,8 +13,8 @@ use wx_jssdk::configuration::TokenMode;
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::helpers::{
-    cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, Options, TestApp,
-    APPID,
+    cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, wait_until, Options,
+    TestApp, APPID,
 };
 
 fn key(name: &str) -> String {
@@ -202,6 +202,7 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
     delete(&app, "jsapi_ticket").await;
     app.sandbox.inject(fault(Endpoint::GetTicket, None, 300));
     let fresh = app.spawn_instance();
+    let sent = Instant::now();
     let signing = actix_web::rt::spawn({
         let (client, url) = (
             fresh.client.clone(),
@@ -216,13 +217,17 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
         }
     });
     // ...and while WeChat is answering, another instance replaces it.
-    while app.sandbox.calls().getticket < 2 {
-        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the ticket call with the stale token",
+        || app.sandbox.calls().getticket >= 2,
+    )
+    .await;
     store(&app, "access_token", &current).await;
     let response = signing.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
-    assert!(app.signed_with_a_valid_ticket(&response.json().await.unwrap()));
+    let config = response.json().await.unwrap();
+    assert!(app.signed_with_a_valid_ticket(&config, "https://page.example.com/", sent));
     assert_eq!(
         stored(&app, "access_token").await.unwrap().value,
         current.value

@@ -147,12 +147,14 @@ async fn the_binary_takes_the_cluster_nodes_from_one_environment_variable() {
     .await;
     let get = |path: &str| env.client.get(format!("{}{path}", binary.address)).send();
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let sent = std::time::Instant::now();
     let response = get("/wxJssdk/getJssdk?url=https://page.example.com/")
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(env.signed_with_a_valid_ticket(&body), "{body}");
+    let signed = env.signed_with_a_valid_ticket(&body, "https://page.example.com/", sent);
+    assert!(signed, "{body}");
     let ticket: Option<String> = env
         .cluster()
         .connection()

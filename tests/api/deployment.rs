@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tempfile::NamedTempFile;
 use wx_jssdk::sandbox::Sandbox;
@@ -13,6 +14,9 @@ use crate::helpers::{
     signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis, APPID, SECRET,
     SERVER_TOKEN,
 };
+
+/// The page every instance is asked to sign.
+pub const PAGE_URL: &str = "https://page.example.com/deployed";
 
 pub struct Deployment {
     pub redis: Arc<TestRedis>,
@@ -24,7 +28,7 @@ pub struct Deployment {
     pub client: reqwest::Client,
 }
 
-/// The answer to one signing request, as the page would see it.
+/// The answer to one signing request, as the page would see it (a signature, checked).
 pub enum Answer {
     Signed(serde_json::Value),
     Status(u16, Option<String>, serde_json::Value),
@@ -77,12 +81,14 @@ impl Deployment {
         self.logs.push(log);
     }
 
-    /// Asks instance `i` to sign a page URL.
+    /// Asks instance `i` to sign [`PAGE_URL`]. A signature is checked as WeChat would
+    /// check it, and the test fails if it does not verify.
     pub async fn sign(&self, i: usize) -> Answer {
+        let sent = Instant::now();
         let response = self
             .client
             .get(format!("{}/wxJssdk/getJssdk", self.instances[i].address))
-            .query(&[("url", "https://page.example.com/deployed")])
+            .query(&[("url", PAGE_URL)])
             .send()
             .await
             .expect("every request is answered");
@@ -94,19 +100,21 @@ impl Deployment {
             .map(str::to_string);
         let body: serde_json::Value = response.json().await.expect("a JSON answer");
         match status {
-            200 => Answer::Signed(body),
+            200 => {
+                assert!(
+                    signed_with_a_valid_ticket(&self.sandbox, &body, PAGE_URL, sent),
+                    "instance {i} signed with no valid ticket: {body}"
+                );
+                Answer::Signed(body)
+            }
             _ => Answer::Status(status, retry_after, body),
         }
     }
 
-    /// Signs on instance `i` and checks the signature as WeChat would.
+    /// Signs on instance `i`, which must answer with a valid signature.
     pub async fn sign_and_check(&self, i: usize) {
-        match self.sign(i).await {
-            Answer::Signed(config) => assert!(
-                signed_with_a_valid_ticket(&self.sandbox, &config),
-                "instance {i} signed with no valid ticket: {config}"
-            ),
-            Answer::Status(status, _, body) => panic!("instance {i} answered {status}: {body}"),
+        if let Answer::Status(status, _, body) = self.sign(i).await {
+            panic!("instance {i} answered {status}: {body}");
         }
     }
 

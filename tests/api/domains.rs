@@ -127,11 +127,14 @@ fn with_origins() -> Options {
     }
 }
 
+/// The page [`sign_from`] asks to sign.
+const SIGNED_PAGE: &str = "https://a.example.com/page";
+
 async fn sign_from(app: &TestApp, route: &str, origin: &str) -> reqwest::Response {
     app.client
         .get(format!("{}{route}", app.address))
         .header("origin", origin)
-        .query(&[("url", "https://a.example.com/page")])
+        .query(&[("url", SIGNED_PAGE)])
         .send()
         .await
         .expect("request the signature")
@@ -169,6 +172,7 @@ fn varies_on_origin(headers: &HeaderMap) -> bool {
 async fn a_listed_origin_gets_its_origin_echoed_on_answers_and_errors() {
     let app = spawn_app_with(with_origins()).await;
     for route in ["/wxJssdk/getJssdk", "/v1/apps/default/jssdk/config"] {
+        let sent = std::time::Instant::now();
         let response = sign_from(&app, route, PAGE_ORIGIN).await;
         assert_eq!(response.status(), 200);
         let headers = response.headers();
@@ -182,7 +186,8 @@ async fn a_listed_origin_gets_its_origin_echoed_on_answers_and_errors() {
             None,
             "credentials are never allowed"
         );
-        assert!(app.signed_with_a_valid_ticket(&response.json().await.unwrap()));
+        let config = response.json().await.unwrap();
+        assert!(app.signed_with_a_valid_ticket(&config, SIGNED_PAGE, sent));
     }
     // A page can read why it failed.
     let response = app

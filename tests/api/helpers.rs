@@ -15,7 +15,7 @@ use wx_jssdk::configuration::{
     AdminSettings, AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings,
     TokenMode, WechatSettings,
 };
-use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig};
+use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
 
@@ -520,19 +520,25 @@ impl TestApp {
 
     /// Signs `page_url` and checks the answer against the sandbox's tickets.
     pub async fn sign_and_check(&self, page_url: &str) -> serde_json::Value {
+        let sent = Instant::now();
         let response = self.sign(page_url).await;
         assert_eq!(response.status(), 200, "signing {page_url}");
         let body: serde_json::Value = response.json().await.expect("a JSON config");
         assert!(
-            self.signed_with_a_valid_ticket(&body),
-            "signature does not verify with any valid sandbox ticket: {body}"
+            self.signed_with_a_valid_ticket(&body, page_url, sent),
+            "signature of {page_url} does not verify with a ticket valid since the request: {body}"
         );
         body
     }
 
-    /// Whether the config's signature was made with one of the sandbox's valid tickets.
-    pub fn signed_with_a_valid_ticket(&self, config: &serde_json::Value) -> bool {
-        signed_with_a_valid_ticket(&self.sandbox, config)
+    /// See [`signed_with_a_valid_ticket`].
+    pub fn signed_with_a_valid_ticket(
+        &self,
+        config: &serde_json::Value,
+        page_url: &str,
+        sent: Instant,
+    ) -> bool {
+        signed_with_a_valid_ticket(&self.sandbox, config, page_url, sent)
     }
 }
 
@@ -551,18 +557,38 @@ pub async fn cold_burst_on_two_instances(first: &TestApp) -> TestApp {
     second
 }
 
-/// Whether a `wx.config` answer's signature was made with one of the sandbox's valid
-/// tickets, as WeChat would check it.
-pub fn signed_with_a_valid_ticket(sandbox: &Sandbox, config: &serde_json::Value) -> bool {
-    sandbox.valid_tickets(APPID).iter().any(|ticket| {
-        let expected = sign_url(
-            ticket,
-            config["nonceStr"].as_str().unwrap_or_default(),
-            config["timestamp"].as_u64().unwrap_or_default(),
-            config["url"].as_str().unwrap_or_default(),
-        );
-        config["signature"] == expected.as_str()
-    })
+/// Whether a `wx.config` answer for `page_url`, asked for at `sent`, passes WeChat's
+/// check: it names the page's URL (without `#` and what follows), and its signature is
+/// made over that URL with a jsapi ticket of the sandbox that was valid at some moment
+/// since `sent` (a ticket that expired before the request, or that was never issued,
+/// fails).
+pub fn signed_with_a_valid_ticket(
+    sandbox: &Sandbox,
+    config: &serde_json::Value,
+    page_url: &str,
+    sent: Instant,
+) -> bool {
+    let url = page_url.split('#').next().unwrap_or(page_url);
+    let tickets = sandbox.tickets_valid_during(APPID, TicketKind::Jsapi, sent, Instant::now());
+    config["url"] == url
+        && tickets.iter().any(|ticket| {
+            let expected = sign_url(
+                ticket,
+                config["nonceStr"].as_str().unwrap_or_default(),
+                config["timestamp"].as_u64().unwrap_or_default(),
+                url,
+            );
+            config["signature"] == expected.as_str()
+        })
+}
+
+/// Waits (polling every 5 ms) until `done` holds; fails, naming `what`, after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A fault the sandbox applies to the next call of `endpoint`.

@@ -32,6 +32,7 @@ async fn the_config_has_every_field_and_a_signature_that_verifies() {
 async fn the_url_may_come_as_json_or_form_on_post_and_on_the_v1_route() {
     let app = spawn_app().await;
     let url = "http://page.example.com/x?y=%E4%BD%A0";
+    let sent = std::time::Instant::now();
     let json = app
         .client
         .post(format!("{}/wxJssdk/getJssdk", app.address))
@@ -50,7 +51,10 @@ async fn the_url_may_come_as_json_or_form_on_post_and_on_the_v1_route() {
         assert_eq!(response.status(), 200);
         let config: serde_json::Value = response.json().await.unwrap();
         assert_eq!(config["url"], url);
-        assert!(app.signed_with_a_valid_ticket(&config), "{config}");
+        assert!(
+            app.signed_with_a_valid_ticket(&config, url, sent),
+            "{config}"
+        );
     }
 }
 

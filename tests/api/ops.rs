@@ -169,6 +169,7 @@ async fn sigterm_answers_the_request_in_flight_exits_and_releases_the_refresh_lo
     deployment
         .sandbox
         .inject(fault(Endpoint::StableToken, None, 60_000));
+    let sent = Instant::now();
     let in_flight = deployment.client.get(format!(
         "{}/wxJssdk/getJssdk?url=https://page.example.com/",
         deployment.instances[0].address
@@ -197,7 +198,9 @@ async fn sigterm_answers_the_request_in_flight_exits_and_releases_the_refresh_lo
     match status {
         200 => assert!(crate::helpers::signed_with_a_valid_ticket(
             &deployment.sandbox,
-            &body
+            &body,
+            "https://page.example.com/",
+            sent
         )),
         503 => assert_eq!(body["error"]["code"], "unavailable", "{body}"),
         other => panic!("{other}: {body}"),
