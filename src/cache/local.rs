@@ -108,6 +108,22 @@ impl LocalTier {
             .and_then(|k| k[credential.index()].copy.clone())
     }
 
+    /// The credentials of `id` this instance holds a copy of whose check is due.
+    pub fn due_for_a_check(&self, id: &str) -> Vec<Credential> {
+        let entries = self.entries();
+        let Some(known) = entries.get(id) else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        Credential::ALL
+            .into_iter()
+            .filter(|c| {
+                let known = &known[c.index()];
+                known.copy.is_some() && known.next_check.is_none_or(|at| now >= at)
+            })
+            .collect()
+    }
+
     /// Adopts `record` as this instance's copy, just compared with the store. A value
     /// this instance knows WeChat refused is not adopted.
     pub fn put(&self, id: &str, credential: Credential, record: Arc<Record>) {

@@ -84,6 +84,12 @@ pub enum Credential {
 
 impl Credential {
     const COUNT: usize = 4;
+    const ALL: [Self; Self::COUNT] = [
+        Self::AccessToken,
+        Self::JsapiTicket,
+        Self::CardTicket,
+        Self::AgentTicket,
+    ];
 
     fn index(self) -> usize {
         self as usize

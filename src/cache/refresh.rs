@@ -139,6 +139,7 @@ impl CredentialCache {
             let known = self.reconcile(slot).await.inspect_err(|_| {
                 self.local.store_failed(&slot.id, slot.credential);
             })?;
+            self.check_the_others(ctx, slot);
             let now = now_ms();
             let usable = known.current.clone().filter(|c| c.is_usable(now));
             if let Some(current) = usable.clone().filter(|c| !c.is_due_for_renewal(now)) {
@@ -201,8 +202,9 @@ impl CredentialCache {
         Ok(Known { current, newest })
     }
 
-    /// Writes this instance's copy back to a store that lost it (newer wins).
-    async fn restore(&self, slot: &Slot, copy: &Record) {
+    /// Writes this instance's copy back to a store that lost it (newer wins); true when
+    /// it did.
+    async fn restore(&self, slot: &Slot, copy: &Record) -> bool {
         match self.store.put_record(&slot.key, copy, false).await {
             Ok(true) => {
                 metrics::cache_event(CacheEvent::Restored);
@@ -210,13 +212,31 @@ impl CredentialCache {
                     "{}: the store had lost the current value (or held an older one); this instance's copy was written back",
                     slot.key
                 );
+                true
             }
             // A newer value, or the value's tombstone, is there: the next check adopts it.
-            Ok(false) => {}
-            Err(e) => log::warn!(
-                "{}: could not write this instance's copy back: {e}",
-                slot.key
-            ),
+            Ok(false) => false,
+            Err(e) => {
+                log::warn!(
+                    "{}: could not write this instance's copy back: {e}",
+                    slot.key
+                );
+                false
+            }
+        }
+    }
+
+    /// Starts the checks of the app's other credentials that this instance holds and
+    /// that are due, whether requests use them or not: the token of an app that only
+    /// signs pages is compared with the store too, so that a renewal or a replacement
+    /// by another instance reaches it, and a store that lost it gets it back before an
+    /// instance that starts cold fetches one (in classic mode, a token fetched for
+    /// nothing kills, 5 minutes later, the one every other backend holds).
+    fn check_the_others(self: &Arc<Self>, ctx: &Context, slot: &Slot) {
+        for credential in self.local.due_for_a_check(&slot.id) {
+            if credential != slot.credential {
+                self.start_job(ctx, &self.slot(ctx, credential));
+            }
         }
     }
 

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::AsyncCommands;
-use wx_jssdk::cache::Record;
+use serde_json::json;
+use wx_jssdk::cache::{now_ms, ChinaDay, Record};
 use wx_jssdk::configuration::TokenMode;
 
 use crate::helpers::{
@@ -458,4 +459,194 @@ async fn neither_admin_keys_nor_tokens_reach_the_logs_at_debug_level() {
             "`{secret}` appears in the logs:\n{printed}"
         );
     }
+}
+
+const CORPID: &str = "wwadmintest00000001";
+const AGENTID: &str = "1000002";
+
+async fn post_invalidation(
+    app: &TestApp,
+    path: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/apps/{path}", app.address))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request the invalidation")
+}
+
+/// Every application of a corp has its own token: a WeChat Work app's token is looked
+/// up, spaced and dropped under `CORPID/AGENTID`. WeChat Work hands the same token out
+/// again until it expires, so the replacement is the same token.
+#[actix_web::test]
+async fn a_work_apps_token_is_invalidated_under_its_own_cache_id_and_spaced() {
+    let app = spawn_app_with(Options {
+        work_apps: vec![("work", CORPID, AGENTID)],
+        ..with_keys()
+    })
+    .await;
+    let response = app
+        .client
+        .get(format!("{}/v1/apps/work/access_token", app.address))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().expect("a token").to_string();
+
+    let invalidate = || {
+        post_invalidation(
+            &app,
+            "work/access_token/invalidate",
+            json!({ "access_token": token }),
+        )
+    };
+    let (was_current, replacement) = invalidated(invalidate().await).await;
+    assert!(was_current);
+    assert_eq!(replacement, token, "WeChat Work re-issues its token");
+    assert_eq!(app.sandbox.calls().work_token, 2);
+    let stored: Option<String> = app
+        .redis()
+        .connection()
+        .await
+        .get(format!("wxjssdk:{{{CORPID}/{AGENTID}}}:access_token"))
+        .await
+        .unwrap();
+    assert!(stored.is_some_and(|r| r.contains(&token)));
+
+    let response = invalidate().await;
+    assert_eq!(error_code(response, 429).await, "rate_limited");
+    assert_eq!(app.sandbox.calls().work_token, 2, "refused before WeChat");
+    let corp_keys: Vec<String> = app
+        .redis()
+        .connection()
+        .await
+        .keys(format!("wxjssdk:{{{CORPID}}}:*"))
+        .await
+        .unwrap();
+    assert!(
+        corp_keys.is_empty(),
+        "keys under the bare corp id: {corp_keys:?}"
+    );
+}
+
+/// `cache.invalidations_per_day` real invalidations per China day, deployment-wide:
+/// beyond it, 429 until the next China day begins.
+#[actix_web::test]
+async fn invalidations_beyond_the_daily_cap_are_429_until_the_next_china_day() {
+    let mut options = Options {
+        token_mode: TokenMode::Classic,
+        ..with_keys()
+    };
+    options.cache.invalidations_per_day = 1;
+    let app = spawn_app_with(options).await;
+    let (first, _) = current_token(&app).await;
+    let (was_current, second) = invalidated(invalidate(&app, &first).await).await;
+    assert!(was_current);
+    // 30 s later, as far as the spacing is concerned.
+    let _: () = app
+        .redis()
+        .connection()
+        .await
+        .del(format!("wxjssdk:{{{APPID}}}:invalidate:gate:access_token"))
+        .await
+        .unwrap();
+    let response = invalidate(&app.spawn_instance(), &second).await;
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next_day = ChinaDay::of(now_ms()).ends_in.as_secs();
+    assert!(
+        retry_after.abs_diff(next_day) <= 2,
+        "{retry_after} vs {next_day}"
+    );
+    assert_eq!(error_code(response, 429).await, "rate_limited");
+    assert_eq!(app.sandbox.calls().token, 2, "one real invalidation");
+    assert_eq!(stored_token(&app).await, Some(second));
+}
+
+/// An operator who knows WeChat rotated a ticket early has it replaced; the ticket is
+/// never answered, and the same rules hold as for the token.
+#[actix_web::test]
+async fn a_ticket_is_invalidated_by_its_value_and_never_answered() {
+    let app = spawn_app_with(Options {
+        work_apps: vec![("work", CORPID, AGENTID)],
+        ..with_keys()
+    })
+    .await;
+    app.sign_and_check("https://page.example.com/").await;
+    let old = app.sandbox.current_ticket(APPID).expect("a ticket");
+    let invalidate = |ticket: &str| {
+        post_invalidation(
+            &app,
+            "default/jsapi_ticket/invalidate",
+            json!({ "ticket": ticket }),
+        )
+    };
+
+    let response = invalidate("sbx-tk-not-the-current-one").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["invalidated"], false, "{body}");
+    assert_eq!(app.sandbox.calls().getticket, 1);
+
+    let response = invalidate(&old).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["invalidated"], true, "{body}");
+    assert!(body["expires_in"].as_u64().is_some_and(|s| s > 0), "{body}");
+    let fields: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(
+        fields,
+        ["expires_in", "invalidated"],
+        "no ticket is answered"
+    );
+    let new = app.sandbox.current_ticket(APPID).expect("a ticket");
+    assert_ne!(new, old);
+    assert_eq!(app.sandbox.calls().getticket, 2);
+    let config = app.sign_and_check("https://page.example.com/").await;
+    let with_new = wx_jssdk::wechat::signature::sign_url(
+        &new,
+        config["nonceStr"].as_str().unwrap(),
+        config["timestamp"].as_u64().unwrap(),
+        "https://page.example.com/",
+    );
+    assert_eq!(
+        config["signature"],
+        with_new.as_str(),
+        "signed with the new ticket"
+    );
+
+    assert_eq!(
+        error_code(invalidate(&new).await, 429).await,
+        "rate_limited"
+    );
+    let card_on_work = post_invalidation(
+        &app,
+        "work/card_ticket/invalidate",
+        json!({ "ticket": "x" }),
+    );
+    assert_eq!(error_code(card_on_work.await, 400).await, "unsupported");
+    let agent_on_official = post_invalidation(
+        &app,
+        "default/agent_ticket/invalidate",
+        json!({ "ticket": "x" }),
+    );
+    assert_eq!(
+        error_code(agent_on_official.await, 400).await,
+        "unsupported"
+    );
+    let wrong_field = post_invalidation(
+        &app,
+        "default/card_ticket/invalidate",
+        json!({ "access_token": "x" }),
+    );
+    assert_eq!(error_code(wrong_field.await, 400).await, "invalid_body");
+    assert_eq!(app.sandbox.calls().getticket, 2);
 }

@@ -707,3 +707,23 @@ impl Drop for RunningBinary {
         self.stop();
     }
 }
+
+/// The most calls of `endpoint` in the sandbox's log that fall within any `window`
+/// (sliding, each window starting at a call): the number a per-window budget bounds.
+pub fn most_calls_in_a_window(sandbox: &Sandbox, endpoint: Endpoint, window: Duration) -> usize {
+    let calls: Vec<Instant> = sandbox
+        .call_log()
+        .iter()
+        .filter(|c| c.endpoint == endpoint)
+        .map(|c| c.at)
+        .collect();
+    (0..calls.len())
+        .map(|i| {
+            calls[i..]
+                .iter()
+                .take_while(|&&at| at < calls[i] + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
