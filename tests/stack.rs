@@ -97,17 +97,24 @@ impl Stack {
         self.dir().join("logs").join(format!("{name}.log"))
     }
 
-    /// Requests each instance answered `200` to a GET signature, from its own log.
-    fn signatures_served(&self) -> Vec<usize> {
-        (1..=INSTANCES)
-            .map(|i| {
-                std::fs::read_to_string(self.log(&format!("instance-{i}")))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|line| line.contains("\"GET /wxJssdk/getJssdk\" 200 "))
-                    .count()
-            })
-            .collect()
+    /// The signing requests each instance answered, from its own log: how many with
+    /// `200`, and every line that answered anything else (nginx retries a failed
+    /// request on another instance, so the client alone would not see it).
+    fn signatures_served(&self) -> (Vec<usize>, Vec<String>) {
+        let mut served = Vec::new();
+        let mut failed = Vec::new();
+        for i in 1..=INSTANCES {
+            let log =
+                std::fs::read_to_string(self.log(&format!("instance-{i}"))).unwrap_or_default();
+            let lines = log
+                .lines()
+                .filter(|line| line.contains("\"GET /wxJssdk/getJssdk\" "));
+            let (ok, other): (Vec<&str>, Vec<&str>) =
+                lines.partition(|line| line.contains("\"GET /wxJssdk/getJssdk\" 200 "));
+            served.push(ok.len());
+            failed.extend(other.iter().map(|line| format!("instance-{i}: {line}")));
+        }
+        (served, failed)
     }
 }
 
@@ -209,11 +216,15 @@ async fn a_cold_burst_through_nginx_is_signed_by_every_instance_with_one_upstrea
     // Each instance logs a request line once the answer is sent, so the last lines may
     // trail the answers by a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut served = stack.signatures_served();
+    let (mut served, mut failed) = stack.signatures_served();
     while served.iter().sum::<usize>() < REQUESTS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        served = stack.signatures_served();
+        (served, failed) = stack.signatures_served();
     }
+    assert!(
+        failed.is_empty(),
+        "instances failed requests that nginx then retried elsewhere: {failed:?}"
+    );
     assert_eq!(
         served.iter().sum::<usize>(),
         REQUESTS,

@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use wx_jssdk::cache::Record;
+use wx_jssdk::cache::{now_ms, ChinaDay, Record};
 use wx_jssdk::configuration::TokenMode;
-use wx_jssdk::sandbox::Endpoint;
+use wx_jssdk::sandbox::{CallCounts, Endpoint};
 
 use crate::helpers::{
     cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, wait_until, Options,
@@ -127,11 +127,35 @@ async fn waiting_longer_than_lock_wait_answers_503_with_retry_after() {
     assert_eq!(app.sandbox.calls().getticket, 0);
 }
 
-/// Warms `app`, then makes WeChat reject its token and ends the ticket's window, so
-/// that the next ticket fetch (by a fresh instance) meets a 40001.
+/// Makes WeChat refuse the app's token, and tells the store the ticket is due for
+/// renewal (a newer record, as another instance would write): the next renewal, by
+/// whichever instance takes the lock at its next check, meets a 40001.
 async fn reject_the_token(app: &TestApp) {
     app.sandbox.revoke_tokens(APPID);
-    delete(app, "jsapi_ticket").await;
+    make_due(app, "jsapi_ticket").await;
+}
+
+async fn make_due(app: &TestApp, name: &str) {
+    let mut due = stored(app, name).await.expect("a stored record");
+    due.renew_at = now_ms();
+    due.usable_until += 1;
+    due.expires_at += 1;
+    store(app, name, &due).await;
+}
+
+/// Keeps `app` signing until the sandbox has counted `expected` calls of the token
+/// endpoint used and of `getticket`, then one check interval more, and returns the
+/// counts: whatever was asked of WeChat by then, and nothing more.
+async fn calls_after(app: &TestApp, token_calls: u64, ticket_calls: u64) -> CallCounts {
+    let token = |c: &CallCounts| c.token + c.stable_token;
+    let reached = |c: &CallCounts| token(c) >= token_calls && c.getticket >= ticket_calls;
+    sign_until(app, Duration::from_secs(10), |a| {
+        reached(&a.sandbox.calls())
+    })
+    .await;
+    // Nothing more follows within one check interval.
+    actix_web::rt::time::sleep(Duration::from_millis(1_500)).await;
+    app.sandbox.calls()
 }
 
 #[actix_web::test]
@@ -139,16 +163,18 @@ async fn a_rejected_stable_token_is_force_refreshed_once_and_then_spaced() {
     let app = spawn_app().await;
     app.sign_and_check("https://page.example.com/").await;
     let old_token = stored(&app, "access_token").await.unwrap();
+    let _other = app.spawn_instance();
 
     reject_the_token(&app).await;
-    app.spawn_instance()
-        .sign_and_check("https://page.example.com/")
-        .await;
-    let calls = app.sandbox.calls();
+    let calls = calls_after(&app, 2, 3).await;
     assert_eq!(
-        (calls.stable_token_force, calls.getticket),
-        (1, 3),
-        "{calls:?}"
+        (
+            calls.stable_token,
+            calls.stable_token_force,
+            calls.getticket
+        ),
+        (2, 1, 3),
+        "one forced replacement, and the ticket asked again once: {calls:?}"
     );
     assert_ne!(
         stored(&app, "access_token").await.unwrap().value,
@@ -157,15 +183,47 @@ async fn a_rejected_stable_token_is_force_refreshed_once_and_then_spaced() {
 
     // A second rejection within 30 s may not force again (WeChat allows one per 30 s).
     reject_the_token(&app).await;
-    app.spawn_instance()
-        .sign_and_check("https://page.example.com/")
-        .await;
-    let calls = app.sandbox.calls();
+    let calls = calls_after(&app, 3, 5).await;
     assert_eq!(
-        (calls.stable_token_force, calls.stable_token),
-        (1, 3),
+        (
+            calls.stable_token,
+            calls.stable_token_force,
+            calls.getticket
+        ),
+        (3, 1, 5),
         "{calls:?}"
     );
+}
+
+/// WeChat allows 20 forced refreshes a day (China time): the 21st replacement asks
+/// without force_refresh.
+#[actix_web::test]
+async fn a_rejected_stable_token_is_not_force_refreshed_past_the_20_of_a_china_day() {
+    let app = spawn_app().await;
+    app.sign_and_check("https://page.example.com/").await;
+    let today = ChinaDay::of(now_ms()).number;
+    let count = format!("wxjssdk:{{{APPID}}}:force_refresh:count:{today}");
+    let _: () = app
+        .redis()
+        .connection()
+        .await
+        .set(&count, 20)
+        .await
+        .unwrap();
+
+    reject_the_token(&app).await;
+    let calls = calls_after(&app, 2, 3).await;
+    assert_eq!(
+        (
+            calls.stable_token,
+            calls.stable_token_force,
+            calls.getticket
+        ),
+        (2, 0, 3),
+        "{calls:?}"
+    );
+    let counted: u64 = app.redis().connection().await.get(&count).await.unwrap();
+    assert_eq!(counted, 21);
 }
 
 #[actix_web::test]
@@ -176,17 +234,68 @@ async fn a_rejected_classic_token_is_replaced_once() {
     })
     .await;
     app.sign_and_check("https://page.example.com/").await;
+    let _other = app.spawn_instance();
     reject_the_token(&app).await;
-    app.spawn_instance()
-        .sign_and_check("https://page.example.com/")
-        .await;
-    let calls = app.sandbox.calls();
+    let calls = calls_after(&app, 2, 3).await;
     assert_eq!(
         (calls.token, calls.stable_token, calls.getticket),
         (2, 0, 3),
         "{calls:?}"
     );
 }
+
+/// A holder that outlived its lock writes the refused token back (it lasts longer)
+/// while the replacement is being fetched: the replacement's write loses, and the
+/// instance keeps the replacement rather than taking the refused token from the store.
+#[actix_web::test]
+async fn a_refused_token_is_never_taken_back_from_the_store() {
+    let app = spawn_app_with(Options {
+        admin_keys: vec![ADMIN_KEY],
+        ..Options::default()
+    })
+    .await;
+    app.sign_and_check("https://page.example.com/").await;
+    let refused = stored(&app, "access_token").await.unwrap();
+    let old_ticket = stored(&app, "jsapi_ticket").await.unwrap().value;
+    app.sandbox.inject(fault(Endpoint::StableToken, None, 500));
+    reject_the_token(&app).await;
+    // Requests go on; one of them starts the check that renews the ticket.
+    sign_until(&app, Duration::from_secs(10), |a| {
+        a.sandbox.calls().stable_token == 2
+    })
+    .await;
+    let lasting_longer = Record {
+        rejected: false,
+        expires_at: refused.expires_at + 3_600_000,
+        usable_until: refused.usable_until + 3_600_000,
+        ..refused.clone()
+    };
+    store(&app, "access_token", &lasting_longer).await;
+
+    // The ticket is renewed with the replacement.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored(&app, "jsapi_ticket").await.unwrap().value == old_ticket {
+        assert!(Instant::now() < deadline, "the ticket was not renewed");
+        app.sign_and_check("https://page.example.com/").await;
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = app.sandbox.calls();
+    assert_eq!((calls.stable_token, calls.getticket), (2, 3), "{calls:?}");
+    let token: serde_json::Value = app
+        .client
+        .get(format!("{}/v1/apps/default/access_token", app.address))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(token["access_token"], refused.value.as_str(), "{token}");
+    app.sign_and_check("https://page.example.com/").await;
+}
+
+const ADMIN_KEY: &str = "cache-test-admin-key-0123456789";
 
 #[actix_web::test]
 async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {

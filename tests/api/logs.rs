@@ -95,3 +95,31 @@ async fn nothing_secret_is_logged_at_debug_level() {
         );
     }
 }
+
+/// Deadlines are absolute times written by one instance and read by the others: a
+/// record that says it was fetched in this instance's future reveals clocks that
+/// disagree, and the operator is told to sync them.
+#[actix_web::test]
+async fn a_record_from_an_instance_whose_clock_runs_ahead_is_reported() {
+    let deployment = crate::deployment::Deployment::start(1, "").await;
+    deployment.sign_and_check(0).await;
+    let key = format!("wxjssdk:{{{APPID}}}:jsapi_ticket");
+    let mut redis = deployment.redis.connection().await;
+    let raw: String = redis::AsyncCommands::get(&mut redis, &key).await.unwrap();
+    let mut ahead = Record::from_json(&raw).expect("a stored ticket");
+    ahead.fetched_at = now_ms() + 60_000;
+    let _: () = redis::AsyncCommands::set(&mut redis, &key, ahead.to_json())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !deployment.log(0).contains("clock is at least") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no clock warning:\n{}",
+            deployment.log(0)
+        );
+        deployment.sign_and_check(0).await;
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(deployment.log(0).contains("(NTP)"));
+}
