@@ -200,17 +200,25 @@ impl Record {
         Some(record)
     }
 
-    /// Whether this record lasts longer than `other`: a later `expires_at`, or the
-    /// same one and a later `renew_at` (the same value, rescheduled).
+    /// Whether this record is newer than `other`. Of two records of the same value, the
+    /// later `renew_at` is the newer knowledge: a value handed out again is renewed only
+    /// once it is due, and its record keeps (or tightens) the expiry, so a later write
+    /// can carry an earlier `expires_at` (WeChat states whole seconds). Of two values,
+    /// the one that lasts longer is newer: a slow writer never puts an older value
+    /// over a newer one.
     pub fn supersedes(&self, other: &Record) -> bool {
+        if self.value == other.value {
+            return self.renew_at > other.renew_at;
+        }
         (self.expires_at, self.renew_at) > (other.expires_at, other.renew_at)
     }
 
     /// Whether this record should replace `current` in the store (the rule of
-    /// `Store::put_record`, which the Redis script repeats). It must last longer; a
-    /// tombstone gives way only to a value that outlives it, whatever its `renew_at`,
-    /// so that an instance's copy of a refused value is never put back, or to the very
-    /// value it buries when WeChat just handed that out again (`confirmed`).
+    /// `Store::put_record`, which the Redis script repeats). It must be newer
+    /// ([`Record::supersedes`]); a tombstone gives way only to a value that outlives it,
+    /// whatever its `renew_at`, so that an instance's copy of a refused value is never
+    /// put back, or to the very value it buries when WeChat just handed that out again
+    /// (`confirmed`).
     pub fn replaces(&self, current: &Record, confirmed: bool) -> bool {
         if current.rejected {
             return self.expires_at > current.expires_at
@@ -387,6 +395,21 @@ mod tests {
         assert!(!r.is_due_for_renewal(3_999) && r.is_due_for_renewal(4_000));
         let tombstone = r.rejected();
         assert!(!tombstone.is_usable(0) && !tombstone.is_servable(0));
+    }
+
+    /// The stable token states its remaining life in whole seconds: handed out again,
+    /// its record may expire a little earlier than the first, and is still the newer.
+    #[test]
+    fn a_value_handed_out_again_supersedes_its_earlier_record_even_expiring_sooner() {
+        let first = record("T", 8, None, 0).unwrap();
+        let again = record("T", 3, Some(&first), 4_100).unwrap();
+        assert!(again.expires_at < first.expires_at);
+        assert!(again.supersedes(&first), "{again:?} over {first:?}");
+        assert!(
+            !first.supersedes(&again),
+            "a stale copy never goes back over it"
+        );
+        assert!(again.replaces(&first, false));
     }
 
     #[test]

@@ -18,10 +18,10 @@ use super::store::StoreError;
 use crate::configuration::{RedisSettings, RedisTopology};
 
 /// Writes ARGV[1] (a record whose expires_at, renew_at and value are ARGV[2..4]) if it
-/// should replace the stored one, as `Record::replaces` decides: it lasts longer; over a
-/// tombstone, it outlives the tombstone, or is the buried value confirmed by WeChat
-/// (ARGV[5] = "1"). The key lives ARGV[6] ms. A stored value that is not a record is
-/// replaced.
+/// should replace the stored one, as `Record::replaces` decides: of the same value, a
+/// later renew_at; of another value, a later (expires_at, renew_at); over a tombstone, a
+/// later expires_at, or the buried value confirmed by WeChat (ARGV[5] = "1"). The key
+/// lives ARGV[6] ms. A stored value that is not a record is replaced.
 const PUT_RECORD: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -31,6 +31,10 @@ if current then
     local ce, cr = tonumber(c.expires_at), tonumber(c.renew_at)
     if c.rejected == true then
       if not (e > ce or (ARGV[5] == '1' and c.value == ARGV[4])) then
+        return 0
+      end
+    elseif c.value == ARGV[4] then
+      if cr >= r then
         return 0
       end
     elseif ce > e or (ce == e and cr >= r) then

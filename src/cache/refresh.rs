@@ -381,9 +381,10 @@ impl CredentialCache {
     }
 
     /// After a failed renewal: the deployment's next attempt waits (see
-    /// [`Backoff::after_failure`]). Only WeChat's failures are scheduled: a store that
-    /// fails has its own backoff per instance, and a ticket whose token is backing off
-    /// follows the token's schedule.
+    /// [`Backoff::after_failure`]). Only WeChat's failures are scheduled in the store: a
+    /// store that fails has its own backoff per instance (and its outage is logged
+    /// once), and a ticket whose token is backing off waits here for the token's next
+    /// attempt, so that requests meanwhile fail at once rather than each starting a job.
     async fn schedule_retry(
         &self,
         slot: &Slot,
@@ -391,8 +392,20 @@ impl CredentialCache {
         current: Option<&Record>,
         error: &CacheError,
     ) {
+        if let CacheError::BackingOff {
+            retry_after, cause, ..
+        } = error
+        {
+            let until = Backoff {
+                failures: 0,
+                next_attempt_at: now_ms() + retry_after.as_millis() as u64,
+                cause: cause.clone(),
+            };
+            self.local
+                .set_backoff(&slot.id, slot.credential, Some(until));
+            return;
+        }
         if !matches!(error, CacheError::Upstream(_)) {
-            log::warn!("renewing {} failed: {error}", slot.key);
             return;
         }
         metrics::refresh(slot.credential.name(), false);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use wx_jssdk::cache::{now_ms, ChinaDay, Record};
 use wx_jssdk::configuration::TokenMode;
-use wx_jssdk::sandbox::{CallCounts, Endpoint};
+use wx_jssdk::sandbox::Endpoint;
 
 use crate::helpers::{
     cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, wait_until, Options,
@@ -127,46 +127,52 @@ async fn waiting_longer_than_lock_wait_answers_503_with_retry_after() {
     assert_eq!(app.sandbox.calls().getticket, 0);
 }
 
-/// Makes WeChat refuse the app's token, and tells the store the ticket is due for
-/// renewal (a newer record, as another instance would write): the next renewal, by
-/// whichever instance takes the lock at its next check, meets a 40001.
-async fn reject_the_token(app: &TestApp) {
+/// With admin keys: the ticket-invalidation route drives the tests of refused tokens.
+fn with_keys(options: Options) -> Options {
+    Options {
+        admin_keys: vec![ADMIN_KEY],
+        ..options
+    }
+}
+
+/// Makes WeChat refuse the app's token and has an operator invalidate the current
+/// ticket: its replacement, fetched within that request, is asked for with the refused
+/// token and meets a 40001. Answers the replacement ticket's invalidation answer.
+async fn reject_the_token(app: &TestApp) -> serde_json::Value {
     app.sandbox.revoke_tokens(APPID);
-    make_due(app, "jsapi_ticket").await;
+    invalidate_the_ticket(app).await
 }
 
-async fn make_due(app: &TestApp, name: &str) {
-    let mut due = stored(app, name).await.expect("a stored record");
-    due.renew_at = now_ms();
-    due.usable_until += 1;
-    due.expires_at += 1;
-    store(app, name, &due).await;
-}
-
-/// Keeps `app` signing until the sandbox has counted `expected` calls of the token
-/// endpoint used and of `getticket`, then one check interval more, and returns the
-/// counts: whatever was asked of WeChat by then, and nothing more.
-async fn calls_after(app: &TestApp, token_calls: u64, ticket_calls: u64) -> CallCounts {
-    let token = |c: &CallCounts| c.token + c.stable_token;
-    let reached = |c: &CallCounts| token(c) >= token_calls && c.getticket >= ticket_calls;
-    sign_until(app, Duration::from_secs(10), |a| {
-        reached(&a.sandbox.calls())
-    })
-    .await;
-    // Nothing more follows within one check interval.
-    actix_web::rt::time::sleep(Duration::from_millis(1_500)).await;
-    app.sandbox.calls()
+/// Invalidates the current ticket (whatever the spacing: its gate is opened first).
+async fn invalidate_the_ticket(app: &TestApp) -> serde_json::Value {
+    let ticket = stored(app, "jsapi_ticket").await.expect("a stored ticket");
+    delete(app, "invalidate:gate:jsapi_ticket").await;
+    let response = app
+        .client
+        .post(format!(
+            "{}/v1/apps/default/jsapi_ticket/invalidate",
+            app.address
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({ "ticket": ticket.value }))
+        .send()
+        .await
+        .expect("request the invalidation");
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.expect("a JSON answer");
+    assert_eq!(answer["invalidated"], true, "{answer}");
+    answer
 }
 
 #[actix_web::test]
 async fn a_rejected_stable_token_is_force_refreshed_once_and_then_spaced() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(with_keys(Options::default())).await;
     app.sign_and_check("https://page.example.com/").await;
     let old_token = stored(&app, "access_token").await.unwrap();
-    let _other = app.spawn_instance();
+    let other = app.spawn_instance();
 
     reject_the_token(&app).await;
-    let calls = calls_after(&app, 2, 3).await;
+    let calls = app.sandbox.calls();
     assert_eq!(
         (
             calls.stable_token,
@@ -180,10 +186,12 @@ async fn a_rejected_stable_token_is_force_refreshed_once_and_then_spaced() {
         stored(&app, "access_token").await.unwrap().value,
         old_token.value
     );
+    app.sign_and_check("https://page.example.com/").await;
+    other.sign_and_check("https://page.example.com/").await;
 
     // A second rejection within 30 s may not force again (WeChat allows one per 30 s).
-    reject_the_token(&app).await;
-    let calls = calls_after(&app, 3, 5).await;
+    reject_the_token(&other).await;
+    let calls = app.sandbox.calls();
     assert_eq!(
         (
             calls.stable_token,
@@ -193,13 +201,14 @@ async fn a_rejected_stable_token_is_force_refreshed_once_and_then_spaced() {
         (3, 1, 5),
         "{calls:?}"
     );
+    app.sign_and_check("https://page.example.com/").await;
 }
 
 /// WeChat allows 20 forced refreshes a day (China time): the 21st replacement asks
 /// without force_refresh.
 #[actix_web::test]
 async fn a_rejected_stable_token_is_not_force_refreshed_past_the_20_of_a_china_day() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(with_keys(Options::default())).await;
     app.sign_and_check("https://page.example.com/").await;
     let today = ChinaDay::of(now_ms()).number;
     let count = format!("wxjssdk:{{{APPID}}}:force_refresh:count:{today}");
@@ -212,7 +221,7 @@ async fn a_rejected_stable_token_is_not_force_refreshed_past_the_20_of_a_china_d
         .unwrap();
 
     reject_the_token(&app).await;
-    let calls = calls_after(&app, 2, 3).await;
+    let calls = app.sandbox.calls();
     assert_eq!(
         (
             calls.stable_token,
@@ -224,24 +233,27 @@ async fn a_rejected_stable_token_is_not_force_refreshed_past_the_20_of_a_china_d
     );
     let counted: u64 = app.redis().connection().await.get(&count).await.unwrap();
     assert_eq!(counted, 21);
+    app.sign_and_check("https://page.example.com/").await;
 }
 
 #[actix_web::test]
 async fn a_rejected_classic_token_is_replaced_once() {
-    let app = spawn_app_with(Options {
+    let app = spawn_app_with(with_keys(Options {
         token_mode: TokenMode::Classic,
         ..Options::default()
-    })
+    }))
     .await;
     app.sign_and_check("https://page.example.com/").await;
-    let _other = app.spawn_instance();
     reject_the_token(&app).await;
-    let calls = calls_after(&app, 2, 3).await;
+    let calls = app.sandbox.calls();
     assert_eq!(
         (calls.token, calls.stable_token, calls.getticket),
         (2, 0, 3),
         "{calls:?}"
     );
+    app.spawn_instance()
+        .sign_and_check("https://page.example.com/")
+        .await;
 }
 
 /// A holder that outlived its lock writes the refused token back (it lasts longer)
@@ -249,41 +261,37 @@ async fn a_rejected_classic_token_is_replaced_once() {
 /// instance keeps the replacement rather than taking the refused token from the store.
 #[actix_web::test]
 async fn a_refused_token_is_never_taken_back_from_the_store() {
-    let app = spawn_app_with(Options {
-        admin_keys: vec![ADMIN_KEY],
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app_with(with_keys(Options::default())).await;
     app.sign_and_check("https://page.example.com/").await;
     let refused = stored(&app, "access_token").await.unwrap();
-    let old_ticket = stored(&app, "jsapi_ticket").await.unwrap().value;
     app.sandbox.inject(fault(Endpoint::StableToken, None, 500));
-    reject_the_token(&app).await;
-    // Requests go on; one of them starts the check that renews the ticket.
-    sign_until(&app, Duration::from_secs(10), |a| {
-        a.sandbox.calls().stable_token == 2
-    })
-    .await;
-    let lasting_longer = Record {
-        rejected: false,
-        expires_at: refused.expires_at + 3_600_000,
-        usable_until: refused.usable_until + 3_600_000,
-        ..refused.clone()
+    let replacing = app.spawn_instance();
+    let write_back = async {
+        wait_until(
+            Duration::from_secs(10),
+            "the replacement is asked for",
+            || app.sandbox.calls().stable_token == 2,
+        )
+        .await;
+        let lasting_longer = Record {
+            rejected: false,
+            expires_at: refused.expires_at + 3_600_000,
+            usable_until: refused.usable_until + 3_600_000,
+            ..refused.clone()
+        };
+        store(&app, "access_token", &lasting_longer).await;
     };
-    store(&app, "access_token", &lasting_longer).await;
+    futures_util::future::join(reject_the_token(&replacing), write_back).await;
 
-    // The ticket is renewed with the replacement.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stored(&app, "jsapi_ticket").await.unwrap().value == old_ticket {
-        assert!(Instant::now() < deadline, "the ticket was not renewed");
-        app.sign_and_check("https://page.example.com/").await;
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The ticket was fetched with the replacement, which that instance keeps.
     let calls = app.sandbox.calls();
     assert_eq!((calls.stable_token, calls.getticket), (2, 3), "{calls:?}");
-    let token: serde_json::Value = app
+    let token: serde_json::Value = replacing
         .client
-        .get(format!("{}/v1/apps/default/access_token", app.address))
+        .get(format!(
+            "{}/v1/apps/default/access_token",
+            replacing.address
+        ))
         .bearer_auth(ADMIN_KEY)
         .send()
         .await
@@ -292,7 +300,7 @@ async fn a_refused_token_is_never_taken_back_from_the_store() {
         .await
         .unwrap();
     assert_ne!(token["access_token"], refused.value.as_str(), "{token}");
-    app.sign_and_check("https://page.example.com/").await;
+    replacing.sign_and_check("https://page.example.com/").await;
 }
 
 const ADMIN_KEY: &str = "cache-test-admin-key-0123456789";

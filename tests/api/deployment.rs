@@ -11,7 +11,7 @@ use tempfile::NamedTempFile;
 use wx_jssdk::sandbox::Sandbox;
 
 use crate::helpers::{
-    signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis, APPID, SECRET,
+    free_port, signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis, APPID, SECRET,
     SERVER_TOKEN,
 };
 
@@ -70,15 +70,34 @@ impl Deployment {
 
     async fn start_instance(&mut self) {
         let log = NamedTempFile::new().expect("a log file");
+        let instance = self.run_instance(free_port(), &log).await;
+        self.instances.push(instance);
+        self.logs.push(log);
+    }
+
+    /// Runs an instance on `port`, appending what it logs to `log`.
+    async fn run_instance(&self, port: u16, log: &NamedTempFile) -> RunningBinary {
         let config = self._config.path().to_string_lossy().to_string();
-        let output = Stdio::from(log.reopen().expect("reopen the log"));
+        let appending = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .expect("open the log");
         let env = [
             ("RUST_LOG", "info"),
             ("WXJSSDK__WECHAT__API_BASE", self.sandbox_url.as_str()),
         ];
-        let instance = RunningBinary::start(&["--config", &config], &env, output).await;
-        self.instances.push(instance);
-        self.logs.push(log);
+        RunningBinary::start_on(port, &["--config", &config], &env, Stdio::from(appending)).await
+    }
+
+    /// Kills instance `i` (SIGKILL: no shutdown, its locks are left to expire).
+    pub fn kill_instance(&mut self, i: usize) {
+        self.instances[i].stop();
+    }
+
+    /// Starts instance `i` again, on its port, after [`Deployment::kill_instance`].
+    pub async fn restart_instance(&mut self, i: usize) {
+        let port = self.instances[i].port();
+        self.instances[i] = self.run_instance(port, &self.logs[i]).await;
     }
 
     /// Asks instance `i` to sign [`PAGE_URL`]. A signature is checked as WeChat would

@@ -281,26 +281,67 @@ async fn an_outage_costs_about_one_call_a_second_and_the_deployment_recovers_wit
 
 #[actix_web::test]
 async fn a_token_invalidated_upstream_is_replaced_once_for_all_instances() {
-    let deployment = Deployment::start(3, "").await;
-    deployment.sandbox.set_expires_in(6);
+    let deployment =
+        Deployment::start(3, "[admin]\nkeys = [\"faults-admin-key-0123456789\"]").await;
     for i in 0..3 {
         deployment.sign_and_check(i).await;
     }
-    // The next ticket renewal meets 40001 (the token is no longer good upstream).
-    deployment
+    // WeChat no longer takes the token, and an operator drops the ticket: its
+    // replacement is asked for with the refused token and meets a 40001.
+    deployment.sandbox.revoke_tokens(crate::helpers::APPID);
+    let old = deployment
         .sandbox
-        .inject(fault(Endpoint::GetTicket, Some(40001), 0));
-    steady_load(&deployment, Duration::from_secs(15), |d| {
-        d.sandbox.calls().getticket >= 3
-    })
-    .await;
+        .current_ticket(crate::helpers::APPID)
+        .expect("a ticket");
+    let response = deployment
+        .client
+        .post(format!(
+            "{}/v1/apps/default/jsapi_ticket/invalidate",
+            deployment.instances[0].address
+        ))
+        .bearer_auth("faults-admin-key-0123456789")
+        .json(&serde_json::json!({ "ticket": old }))
+        .send()
+        .await
+        .expect("the invalidation");
+    assert_eq!(response.status(), 200);
     let calls = deployment.sandbox.calls();
     assert_eq!(
-        calls.stable_token_force, 1,
-        "one coordinated replacement: {calls:?}"
+        (
+            calls.stable_token,
+            calls.stable_token_force,
+            calls.getticket
+        ),
+        (2, 1, 3),
+        "one forced replacement, one more ticket call: {calls:?}"
     );
-    // And the instances go on signing with the new ticket.
+    // Every instance drops the old ticket and signs with the new one within a check
+    // interval, without asking WeChat again.
+    let new = deployment
+        .sandbox
+        .current_ticket(crate::helpers::APPID)
+        .expect("a ticket");
     for i in 0..3 {
-        deployment.sign_and_check(i).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let Answer::Signed(config) = deployment.sign(i).await else {
+                panic!("instance {i} failed to sign");
+            };
+            let with_new = wx_jssdk::wechat::signature::sign_url(
+                &new,
+                config["nonceStr"].as_str().unwrap_or_default(),
+                config["timestamp"].as_u64().unwrap_or_default(),
+                crate::deployment::PAGE_URL,
+            );
+            if config["signature"] == with_new.as_str() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {i} kept the old ticket"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+    assert_eq!(deployment.sandbox.calls(), calls);
 }

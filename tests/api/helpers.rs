@@ -638,7 +638,11 @@ impl RunningBinary {
     /// Starts the binary with `args` and `env` (its `server.bind` is set here) and
     /// waits until it answers `/healthz`.
     pub async fn start(args: &[&str], env: &[(&str, &str)], output: Stdio) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), args, env, output).await
+    }
+
+    /// [`RunningBinary::start`] on `port`: an instance restarted where it was.
+    pub async fn start_on(port: u16, args: &[&str], env: &[(&str, &str)], output: Stdio) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wx-jssdk"));
         command
             .args(args)
@@ -670,6 +674,15 @@ impl RunningBinary {
             );
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The port it serves on.
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("an address with a port")
     }
 
     pub fn stop(&mut self) {

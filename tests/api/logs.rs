@@ -24,9 +24,10 @@ async fn nothing_secret_is_logged_at_debug_level() {
     .unwrap();
     let logs = tempfile::NamedTempFile::new().unwrap();
     let config_path = config.path().to_string_lossy().to_string();
+    let admin_key = "logs-test-admin-key-0123456789";
     let mut binary = RunningBinary::start(
         &["--config", &config_path],
-        &[("RUST_LOG", "debug")],
+        &[("RUST_LOG", "debug"), ("WXJSSDK__ADMIN__KEYS", admin_key)],
         Stdio::from(logs.reopen().unwrap()),
     )
     .await;
@@ -55,32 +56,24 @@ async fn nothing_secret_is_logged_at_debug_level() {
         );
         actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // A rejected token: dropped, replaced, ticket fetched again. The store is told the
-    // ticket is due for renewal (a newer record of it, as another instance would
-    // write); the binary adopts it at its next check (within local_recheck_ms) and
-    // renews the ticket with its token, which WeChat now refuses: a third ticket call
-    // (the refused one, and the retry) with a third token call (after the 40125 and
-    // the first token).
+    // A refused token: buried, replaced, ticket fetched again. An operator invalidates
+    // the ticket; its replacement is asked for with the token WeChat now refuses: a
+    // third ticket call (the refused one, and the retry) with a third token call
+    // (after the 40125 and the first token).
     env.sandbox.revoke_tokens(APPID);
-    let key = format!("wxjssdk:{{{APPID}}}:jsapi_ticket");
-    let mut redis = env.redis().connection().await;
-    let raw: String = redis::AsyncCommands::get(&mut redis, &key).await.unwrap();
-    let mut due = Record::from_json(&raw).expect("a stored ticket");
-    due.renew_at = now_ms();
-    due.expires_at += 1;
-    let _: () = redis::AsyncCommands::set(&mut redis, &key, due.to_json())
+    let ticket = env.sandbox.current_ticket(APPID).expect("a ticket");
+    let invalidated = env
+        .client
+        .post(format!("{address}/v1/apps/default/jsapi_ticket/invalidate"))
+        .bearer_auth(admin_key)
+        .json(&serde_json::json!({ "ticket": ticket }))
+        .send()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while env.sandbox.calls().stable_token < 3 || env.sandbox.calls().getticket < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the 40001 path did not run: {:?}",
-            env.sandbox.calls()
-        );
-        assert_eq!(sign().await.unwrap().status(), 200);
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    assert_eq!(invalidated.status(), 200);
+    let calls = env.sandbox.calls();
+    assert_eq!((calls.stable_token, calls.getticket), (3, 3), "{calls:?}");
+    assert_eq!(sign().await.unwrap().status(), 200);
     binary.stop();
 
     let printed = std::fs::read_to_string(logs.path()).unwrap();
@@ -88,7 +81,14 @@ async fn nothing_secret_is_logged_at_debug_level() {
         printed.contains("refreshed"),
         "the run should have logged its refreshes:\n{printed}"
     );
-    for secret in [SECRET, SERVER_TOKEN, "sbx-at-", "sbx-st-", "sbx-tk-"] {
+    for secret in [
+        SECRET,
+        SERVER_TOKEN,
+        admin_key,
+        "sbx-at-",
+        "sbx-st-",
+        "sbx-tk-",
+    ] {
         assert!(
             !printed.contains(secret),
             "`{secret}` appears in the logs:\n{printed}"

@@ -17,6 +17,7 @@ mod lost_data;
 mod ops;
 mod public;
 mod reissue;
+mod schedule;
 mod store;
 mod upstream;
 mod verify;
