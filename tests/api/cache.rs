@@ -286,19 +286,9 @@ async fn a_refused_token_is_never_taken_back_from_the_store() {
     // The ticket was fetched with the replacement, which that instance keeps.
     let calls = app.sandbox.calls();
     assert_eq!((calls.stable_token, calls.getticket), (2, 3), "{calls:?}");
-    let token: serde_json::Value = replacing
-        .client
-        .get(format!(
-            "{}/v1/apps/default/access_token",
-            replacing.address
-        ))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = replacing
+        .get_with_key("/v1/apps/default/access_token", ADMIN_KEY)
+        .await;
     assert_ne!(token["access_token"], refused.value.as_str(), "{token}");
     replacing.sign_and_check("https://page.example.com/").await;
 }

@@ -11,8 +11,8 @@ use tempfile::NamedTempFile;
 use wx_jssdk::sandbox::Sandbox;
 
 use crate::helpers::{
-    free_port, signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis, APPID, SECRET,
-    SERVER_TOKEN,
+    free_port, retry_after, signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis,
+    APPID, SECRET, SERVER_TOKEN,
 };
 
 /// The page every instance is asked to sign.
@@ -112,11 +112,7 @@ impl Deployment {
             .await
             .expect("every request is answered");
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let retry_after = retry_after(&response);
         let body: serde_json::Value = response.json().await.expect("a JSON answer");
         match status {
             200 => {

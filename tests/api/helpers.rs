@@ -500,6 +500,18 @@ impl TestApp {
             .expect("this test app runs with a redis cluster")
     }
 
+    /// The JSON answer to `GET path` with `Authorization: Bearer key`.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request the service");
+        response.json().await.expect("a JSON answer")
+    }
+
     /// `GET` a path of the service.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
@@ -600,6 +612,12 @@ pub fn fault(endpoint: Endpoint, errcode: Option<i64>, delay_ms: u64) -> Fault {
         delay_ms,
         times: 1,
     }
+}
+
+/// The `Retry-After` header of `response`, if any.
+pub fn retry_after(response: &reqwest::Response) -> Option<String> {
+    let value = response.headers().get("retry-after")?;
+    value.to_str().ok().map(str::to_string)
 }
 
 /// Checks the JSON error shape and returns its code.

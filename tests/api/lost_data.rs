@@ -34,16 +34,9 @@ async fn stored(redis: &TestRedis, name: &str) -> Option<Record> {
 
 /// The token other backends get from `app`.
 async fn shared_token(app: &TestApp) -> String {
-    let body: serde_json::Value = app
-        .client
-        .get(format!("{}/v1/apps/default/access_token", app.address))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = app
+        .get_with_key("/v1/apps/default/access_token", ADMIN_KEY)
+        .await;
     body["access_token"].as_str().expect("a token").to_string()
 }
 

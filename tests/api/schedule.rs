@@ -36,7 +36,7 @@ use rand::{Rng, SeedableRng};
 use wx_jssdk::sandbox::{Endpoint, Fault, Transport};
 
 use crate::deployment::{Deployment, PAGE_URL};
-use crate::helpers::signed_with_a_valid_ticket;
+use crate::helpers::{retry_after, signed_with_a_valid_ticket};
 
 /// The sandbox's `expires_in`: usable 6.4 s, renewed from 3.2 s, dead at 8 s.
 const LIFE: Duration = Duration::from_secs(8);
@@ -186,11 +186,7 @@ async fn load(
             Err(e) => Outcome::NoAnswer(e.to_string()),
             Ok(response) => {
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let retry_after = retry_after(&response);
                 let body = response.text().await.unwrap_or_default();
                 match status {
                     200 => {
