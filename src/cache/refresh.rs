@@ -179,10 +179,10 @@ impl CredentialCache {
             stored.as_ref().is_some_and(|r| r.is_servable(now)),
         );
         let copy = self.local.copy(id, credential);
-        let newest = [stored.clone(), copy.clone()]
-            .into_iter()
-            .flatten()
-            .max_by_key(|r| (r.expires_at, r.renew_at));
+        let newest = match (&stored, &copy) {
+            (Some(stored), Some(copy)) if copy.supersedes(stored) => Some(copy.clone()),
+            (stored, copy) => stored.clone().or_else(|| copy.clone()),
+        };
         let stored_servable = stored
             .filter(|r| r.is_servable(now) && !self.local.is_rejected(id, credential, &r.value));
         let current = match (stored_servable, copy.filter(|c| c.is_servable(now))) {
@@ -202,9 +202,8 @@ impl CredentialCache {
         Ok(Known { current, newest })
     }
 
-    /// Writes this instance's copy back to a store that lost it (newer wins); true when
-    /// it did.
-    async fn restore(&self, slot: &Slot, copy: &Record) -> bool {
+    /// Writes this instance's copy back to a store that lost it (newer wins).
+    async fn restore(&self, slot: &Slot, copy: &Record) {
         match self.store.put_record(&slot.key, copy, false).await {
             Ok(true) => {
                 metrics::cache_event(CacheEvent::Restored);
@@ -212,17 +211,13 @@ impl CredentialCache {
                     "{}: the store had lost the current value (or held an older one); this instance's copy was written back",
                     slot.key
                 );
-                true
             }
             // A newer value, or the value's tombstone, is there: the next check adopts it.
-            Ok(false) => false,
-            Err(e) => {
-                log::warn!(
-                    "{}: could not write this instance's copy back: {e}",
-                    slot.key
-                );
-                false
-            }
+            Ok(false) => {}
+            Err(e) => log::warn!(
+                "{}: could not write this instance's copy back: {e}",
+                slot.key
+            ),
         }
     }
 
