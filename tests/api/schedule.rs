@@ -79,8 +79,9 @@ struct Episode {
 }
 
 impl Episode {
-    /// Whether this trouble explains a 503 to a request sent at `sent`.
-    fn excuses_503(&self, sent: Instant) -> bool {
+    /// Whether this trouble explains a 503 to a request in flight from `sent` to
+    /// `answered`.
+    fn excuses_503(&self, sent: Instant, answered: Instant) -> bool {
         let until = match self.trouble {
             Trouble::WechatBusy | Trouble::WechatDown(_) => self.end + RECOVERY,
             Trouble::RedisRestart => self.end + LOCK_WAIT + Duration::from_secs(2),
@@ -88,13 +89,15 @@ impl Episode {
             Trouble::InstanceRestart(_) => self.end + LOCK_TTL + LOCK_WAIT + Duration::from_secs(2),
             _ => return false,
         };
-        self.start <= sent && sent <= until
+        self.start <= answered && sent <= until
     }
 
-    /// Whether this trouble explains that `instance` did not answer at all.
-    fn excuses_no_answer(&self, instance: usize, sent: Instant) -> bool {
+    /// Whether this trouble explains that `instance` did not answer a request in flight
+    /// from `sent` to `answered` at all: it was killed (a request sent just before the
+    /// kill included) and not yet back.
+    fn excuses_no_answer(&self, instance: usize, sent: Instant, answered: Instant) -> bool {
         matches!(self.trouble, Trouble::InstanceRestart(i) if i == instance)
-            && self.start <= sent
+            && self.start <= answered
             && sent <= self.end + Duration::from_secs(1)
     }
 
@@ -183,7 +186,7 @@ async fn load(
             .send()
             .await;
         let outcome = match response {
-            Err(e) => Outcome::NoAnswer(e.to_string()),
+            Err(e) => Outcome::NoAnswer(format!("{e:?}")),
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after(&response);
@@ -212,21 +215,27 @@ async fn load(
     }
 }
 
-/// What went wrong with `answer`, if anything.
-fn violation(answer: &Answer, episodes: &[Episode]) -> Option<String> {
-    let (i, sent) = (answer.instance, answer.sent);
+/// What went wrong with `answer` (sent that long after `started`), if anything.
+fn violation(answer: &Answer, episodes: &[Episode], started: Instant) -> Option<String> {
+    let (i, sent, answered) = (answer.instance, answer.sent, answer.sent + answer.took);
+    let at = (sent - started).as_secs_f64();
     if answer.took > LONGEST_ANSWER {
-        return Some(format!("instance {i} took {:?} to answer", answer.took));
+        return Some(format!(
+            "{at:.1} s: instance {i} took {:?} to answer",
+            answer.took
+        ));
     }
     match &answer.outcome {
         Outcome::Signed => None,
-        Outcome::BadSignature(body) => Some(format!("instance {i} signed with no valid ticket: {body}")),
-        Outcome::Status(503, Some(_), _) if episodes.iter().any(|e| e.excuses_503(sent)) => None,
-        Outcome::Status(status, retry_after, body) => Some(format!(
-            "instance {i} answered {status} (Retry-After {retry_after:?}) outside a fault that explains it: {body}"
+        Outcome::BadSignature(body) => Some(format!(
+            "{at:.1} s: instance {i} signed with no valid ticket: {body}"
         )),
-        Outcome::NoAnswer(_) if episodes.iter().any(|e| e.excuses_no_answer(i, sent)) => None,
-        Outcome::NoAnswer(e) => Some(format!("instance {i} did not answer: {e}")),
+        Outcome::Status(503, Some(_), _) if episodes.iter().any(|e| e.excuses_503(sent, answered)) => None,
+        Outcome::Status(status, retry_after, body) => Some(format!(
+            "{at:.1} s: instance {i} answered {status} (Retry-After {retry_after:?}) outside a fault that explains it: {body}"
+        )),
+        Outcome::NoAnswer(_) if episodes.iter().any(|e| e.excuses_no_answer(i, sent, answered)) => None,
+        Outcome::NoAnswer(e) => Some(format!("{at:.1} s: instance {i} did not answer: {e}")),
     }
 }
 
@@ -308,7 +317,7 @@ async fn a_random_fault_schedule_keeps_every_invariant() {
     let answers = answers.borrow();
     let mut problems: Vec<String> = answers
         .iter()
-        .filter_map(|a| violation(a, &episodes))
+        .filter_map(|a| violation(a, &episodes, started))
         .collect();
     let log = sandbox.call_log();
     let mut most = BTreeMap::new();
