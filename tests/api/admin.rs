@@ -650,3 +650,65 @@ async fn a_ticket_is_invalidated_by_its_value_and_never_answered() {
     assert_eq!(error_code(wrong_field.await, 400).await, "invalid_body");
     assert_eq!(app.sandbox.calls().getticket, 2);
 }
+
+/// A token refused while WeChat cannot hand out its replacement: every instance stops
+/// answering it within a check interval (its tombstone reaches them), rather than
+/// serving it until their copies expire; the replacement follows once WeChat is back.
+#[actix_web::test]
+async fn a_refused_token_is_dropped_everywhere_even_before_it_is_replaced() {
+    let app = spawn_app_with(with_keys()).await;
+    let other = app.spawn_instance();
+    let (refused, _) = current_token(&app).await;
+    assert_eq!(current_token(&other).await.0, refused);
+    app.sandbox.inject(
+        wx_jssdk::sandbox::Fault::errcode(wx_jssdk::sandbox::Endpoint::StableToken, -1).times(0),
+    );
+
+    app.sandbox.revoke_tokens(APPID);
+    let response = invalidate(&app, &refused).await;
+    assert_eq!(error_code(response, 503).await, "unavailable");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = get_token(&other, Some(ADMIN_KEY)).await;
+        if response.status() == 503 {
+            break;
+        }
+        let (token, _) = invalidated_or_current(response).await;
+        assert_eq!(token, refused);
+        assert!(
+            Instant::now() < deadline,
+            "the other instance kept answering the refused token"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And never again, while WeChat still fails.
+    for _ in 0..10 {
+        let response = get_token(&other, Some(ADMIN_KEY)).await;
+        assert_eq!(error_code(response, 503).await, "unavailable");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    app.sandbox.clear_faults();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = get_token(&other, Some(ADMIN_KEY)).await;
+        if response.status() == 200 {
+            let (token, _) = invalidated_or_current(response).await;
+            assert_ne!(token, refused);
+            assert!(wechat_accepts(&app, &token).await);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacement once WeChat was back"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The token of a 200 answer of the token routes.
+async fn invalidated_or_current(response: reqwest::Response) -> (String, u64) {
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().expect("a token").to_string();
+    (token, body["expires_in"].as_u64().expect("seconds"))
+}
