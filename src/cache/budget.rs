@@ -118,4 +118,15 @@ mod tests {
         assert_eq!(ChinaDay::of(0).number, 0);
         assert_eq!(ChinaDay::of(0).ends_in, Duration::from_secs(16 * 3600));
     }
+
+    /// A day's counter lives at least to the day's end: one that expired earlier would
+    /// let the day's last hours start counting from zero again.
+    #[test]
+    fn a_days_counter_outlives_the_day() {
+        for now in [1_796_054_399_999, 1_796_054_400_000, 1_796_100_000_000] {
+            let day = ChinaDay::of(now);
+            assert!(day.counter_ttl() > day.ends_in, "{day:?}");
+            assert!(day.counter_ttl() <= day.ends_in + Duration::from_secs(2 * 3600));
+        }
+    }
 }

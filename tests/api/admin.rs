@@ -255,7 +255,8 @@ async fn a_second_invalidation_within_the_window_is_429_with_retry_after_on_any_
         .unwrap()
         .parse()
         .expect("seconds");
-    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    // The window opened with the invalidation just made: about 30 s are left.
+    assert!((25..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(error_code(response, 429).await, "rate_limited");
     assert_eq!(app.sandbox.calls().stable_token_force, 1);
     assert_eq!(

@@ -502,3 +502,64 @@ async fn a_value_changed_by_another_instance_reaches_this_one_within_the_recheck
         "adopted from redis, not fetched"
     );
 }
+
+/// The holder extends its lock while WeChat is slow: the call outlasts the lock's TTL
+/// three times, and still no other instance takes over and asks WeChat again.
+#[actix_web::test]
+async fn a_slow_wechat_does_not_let_the_lock_lapse_under_its_holder() {
+    let mut options = Options::default();
+    options.cache.lock_ttl_ms = 300;
+    options.cache.lock_wait_ms = 3_000;
+    let app = spawn_app_with(options).await;
+    let other = app.spawn_instance();
+    // Slower than three lock TTLs, faster than the service's bound on a call.
+    app.sandbox.inject(fault(Endpoint::StableToken, None, 900));
+    futures_util::future::join(
+        app.sign_and_check("https://page.example.com/"),
+        other.sign_and_check("https://page.example.com/"),
+    )
+    .await;
+    let calls = app.sandbox.calls();
+    assert_eq!((calls.stable_token, calls.getticket), (1, 1), "{calls:?}");
+}
+
+/// While the deployment backs off with nothing usable, requests fail at once from what
+/// the instance already knows: neither WeChat nor Redis hears of them.
+#[actix_web::test]
+async fn requests_during_a_backoff_touch_neither_wechat_nor_redis() {
+    let app = spawn_app().await;
+    let mut busy = fault(Endpoint::StableToken, Some(-1), 0);
+    busy.times = 0;
+    app.sandbox.inject(busy);
+    let first = app.sign("https://page.example.com/").await;
+    assert_eq!(error_code(first, 503).await, "unavailable");
+    let calls = app.sandbox.calls();
+    let commands = redis_commands(&app).await;
+    // Well inside the first backoff (1 s).
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        let response = app.sign("https://page.example.com/").await;
+        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(error_code(response, 503).await, "unavailable");
+        answered += 1;
+    }
+    // The two INFO commands of this test, and nothing else.
+    let spent = redis_commands(&app).await - commands;
+    assert!(answered >= 20, "only {answered} requests in 500 ms");
+    assert!(spent <= 3, "{spent} Redis commands for {answered} requests");
+    assert_eq!(app.sandbox.calls(), calls, "WeChat was not asked again");
+}
+
+/// Commands the test Redis has processed so far.
+async fn redis_commands(app: &TestApp) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut app.redis().connection().await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_commands_processed")
+}
