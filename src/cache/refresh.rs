@@ -494,3 +494,139 @@ fn parse(key: &str, raw: &str) -> Option<Arc<Record>> {
     }
     Some(Arc::new(record))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{KeySpace, MemoryStore, Store};
+    use crate::configuration::{CacheSettings, TokenMode};
+
+    const ID: &str = "wx-app";
+    const HOUR: u64 = 3_600_000;
+
+    fn cache() -> CredentialCache {
+        let settings = CacheSettings {
+            safety_margin_secs: 60,
+            refresh_ahead_secs: 900,
+            lock_ttl_ms: 5_000,
+            lock_wait_ms: 5_000,
+            local_recheck_ms: 1_000,
+            invalidations_per_day: 100,
+        };
+        let store = Store::Memory(MemoryStore::new());
+        CredentialCache::new(store, KeySpace::new("t"), settings, TokenMode::Stable)
+    }
+
+    fn slot(cache: &CredentialCache) -> Slot {
+        Slot::new(&cache.keys, ID, Credential::JsapiTicket)
+    }
+
+    /// A record of `value` fetched `ago` ms before now, that lives `life` ms.
+    fn record(value: &str, ago: u64, life: u64) -> Record {
+        let fetched_at = now_ms() - ago;
+        Record {
+            value: value.into(),
+            fetched_at,
+            renew_at: fetched_at + life / 2,
+            usable_until: fetched_at + life * 9 / 10,
+            expires_at: fetched_at + life,
+            rejected: false,
+        }
+    }
+
+    async fn stored(cache: &CredentialCache, slot: &Slot) -> Option<Record> {
+        let raw = cache.store.get(&slot.key).await.unwrap();
+        raw.and_then(|raw| Record::from_json(&raw))
+    }
+
+    async fn put(cache: &CredentialCache, slot: &Slot, record: &Record) {
+        assert!(cache
+            .store
+            .put_record(&slot.key, record, true)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_newer_stored_value_is_adopted() {
+        let cache = cache();
+        let slot = slot(&cache);
+        cache
+            .local
+            .put(ID, slot.credential, Arc::new(record("old", HOUR, 2 * HOUR)));
+        let newer = record("new", 0, 2 * HOUR);
+        put(&cache, &slot, &newer).await;
+        let known = cache.reconcile(&slot).await.unwrap();
+        assert_eq!(known.current.as_deref(), Some(&newer));
+        assert_eq!(
+            cache.local.copy(ID, slot.credential).as_deref(),
+            Some(&newer)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_the_store_lost_or_holds_older_is_written_back() {
+        let cache = cache();
+        let slot = slot(&cache);
+        let copy = record("current", 0, 2 * HOUR);
+        cache.local.put(ID, slot.credential, Arc::new(copy.clone()));
+        let known = cache.reconcile(&slot).await.unwrap();
+        assert_eq!(known.current.as_deref(), Some(&copy));
+        assert_eq!(
+            stored(&cache, &slot).await,
+            Some(copy.clone()),
+            "lost: written back"
+        );
+
+        let older = record("older", HOUR, 2 * HOUR);
+        cache
+            .store
+            .set(&slot.key, &older.to_json(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let known = cache.reconcile(&slot).await.unwrap();
+        assert_eq!(known.current.as_deref(), Some(&copy));
+        assert_eq!(
+            stored(&cache, &slot).await,
+            Some(copy),
+            "older: written back"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_stored_value_is_not_served_but_known_for_what_comes_again() {
+        let cache = cache();
+        let slot = slot(&cache);
+        let expired = record("gone", 2 * HOUR, HOUR);
+        put(&cache, &slot, &expired).await;
+        let known = cache.reconcile(&slot).await.unwrap();
+        assert!(known.current.is_none(), "{:?}", known.current);
+        assert_eq!(known.newest.as_deref(), Some(&expired));
+    }
+
+    #[tokio::test]
+    async fn a_value_refused_is_neither_adopted_nor_written_back() {
+        let cache = cache();
+        let slot = slot(&cache);
+        let refused = record("refused", 0, 2 * HOUR);
+        put(&cache, &slot, &refused).await;
+        cache.local.reject(ID, slot.credential, "refused");
+        let known = cache.reconcile(&slot).await.unwrap();
+        assert!(known.current.is_none(), "{:?}", known.current);
+
+        // Buried by another instance: this one drops its copy, and does not put it back.
+        let cache = self::cache();
+        let copy = record("refused", 0, 2 * HOUR);
+        cache.local.put(ID, slot.credential, Arc::new(copy.clone()));
+        put(&cache, &slot, &copy).await;
+        assert!(cache
+            .store
+            .reject(&slot.key, &copy.rejected())
+            .await
+            .unwrap());
+        let known = cache.reconcile(&slot).await.unwrap();
+        assert!(known.current.is_none());
+        assert!(cache.local.copy(ID, slot.credential).is_none());
+        assert_eq!(stored(&cache, &slot).await, Some(copy.rejected()));
+    }
+}

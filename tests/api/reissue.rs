@@ -129,3 +129,36 @@ async fn a_work_apps_reissued_token_and_tickets_stay_within_3_calls_a_window() {
         ],
     );
 }
+
+/// WeChat minted the ticket a moment after the request that brought it (here 300 ms):
+/// at the expiry recorded for it, WeChat still hands out the same ticket. It is asked
+/// for once more a second later, while requests wait for it instead of failing.
+#[actix_web::test]
+async fn a_ticket_handed_out_again_just_past_its_expiry_is_asked_for_once_more() {
+    let app = spawn_app_with(Options::default()).await;
+    app.sandbox.set_reissue(Endpoint::GetTicket, true);
+    app.sandbox.set_expires_in(LIFE.as_secs());
+    app.sandbox.inject(wx_jssdk::sandbox::Fault::delay(
+        Endpoint::GetTicket,
+        Duration::from_millis(300),
+    ));
+    let started = Instant::now();
+    // Through the expiry (3 s) and the second ask (4 s): every answer a signature.
+    while started.elapsed() < Duration::from_millis(5_000) {
+        app.sign_and_check("https://page.example.com/just-past").await;
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let at: Vec<f64> = app
+        .sandbox
+        .call_log()
+        .iter()
+        .filter(|c| c.endpoint == Endpoint::GetTicket)
+        .map(|c| (c.at - started).as_secs_f64())
+        .collect();
+    // The first fetch, the renewal that finds it re-issued, the call at its expiry
+    // that still gets it, and one more a second later.
+    assert_eq!(at.len(), 4, "ticket calls at {at:?} s");
+    let (stale, again) = (at[2], at[3]);
+    assert!((2.9..3.5).contains(&stale), "the call at the expiry came at {stale} s");
+    assert!((0.9..1.5).contains(&(again - stale)), "asked again after {} s", again - stale);
+}
