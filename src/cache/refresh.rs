@@ -629,4 +629,31 @@ mod tests {
         assert!(cache.local.copy(ID, slot.credential).is_none());
         assert_eq!(stored(&cache, &slot).await, Some(copy.rejected()));
     }
+
+    /// A ticket whose renewal failed because its token backs off waits, in this
+    /// instance, until the token's next attempt: requests meanwhile fail at once.
+    #[tokio::test]
+    async fn a_ticket_waits_for_its_tokens_next_attempt() {
+        let cache = cache();
+        let slot = slot(&cache);
+        let token_backs_off = CacheError::BackingOff {
+            credential: "access_token",
+            retry_after: Duration::from_secs(3),
+            cause: "WeChat is busy".into(),
+        };
+        let before = now_ms();
+        cache
+            .schedule_retry(&slot, None, None, &token_backs_off)
+            .await;
+        let backoff = cache.local.lookup(ID, slot.credential, now_ms()).backoff;
+        let next = backoff.expect("a backoff in force").next_attempt_at;
+        assert!(
+            (before + 3_000..=now_ms() + 3_000).contains(&next),
+            "{next} vs {before}"
+        );
+        assert!(
+            cache.store.get(&slot.backoff_key).await.unwrap().is_none(),
+            "only here"
+        );
+    }
 }

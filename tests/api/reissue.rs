@@ -145,7 +145,8 @@ async fn a_ticket_handed_out_again_just_past_its_expiry_is_asked_for_once_more()
     let started = Instant::now();
     // Through the expiry (3 s) and the second ask (4 s): every answer a signature.
     while started.elapsed() < Duration::from_millis(5_000) {
-        app.sign_and_check("https://page.example.com/just-past").await;
+        app.sign_and_check("https://page.example.com/just-past")
+            .await;
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
     let at: Vec<f64> = app
@@ -159,6 +160,13 @@ async fn a_ticket_handed_out_again_just_past_its_expiry_is_asked_for_once_more()
     // that still gets it, and one more a second later.
     assert_eq!(at.len(), 4, "ticket calls at {at:?} s");
     let (stale, again) = (at[2], at[3]);
-    assert!((2.9..3.5).contains(&stale), "the call at the expiry came at {stale} s");
-    assert!((0.9..1.5).contains(&(again - stale)), "asked again after {} s", again - stale);
+    assert!(
+        (2.9..3.5).contains(&stale),
+        "the call at the expiry came at {stale} s"
+    );
+    assert!(
+        (0.9..1.5).contains(&(again - stale)),
+        "asked again after {} s",
+        again - stale
+    );
 }
