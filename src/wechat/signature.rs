@@ -226,5 +226,10 @@ mod tests {
         );
         let long = format!("http://a.com/{}", "x".repeat(MAX_URL_LEN));
         assert_eq!(page_url(&long), Err(PageUrlError::TooLong));
+        // The limit itself is allowed.
+        let longest = format!("http://a.com/{}", "x".repeat(MAX_URL_LEN - 13));
+        assert_eq!(longest.len(), MAX_URL_LEN);
+        assert_eq!(page_url(&longest), Ok(longest.as_str()));
+        assert_eq!(page_url(&format!("{longest}x")), Err(PageUrlError::TooLong));
     }
 }
