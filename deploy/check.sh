@@ -10,6 +10,9 @@
 #   systemd     deploy/systemd/wx-jssdk.service               (systemd-analyze verify + security)
 #   shell       the repository's shell scripts                (shellcheck)
 #   consistency values that must agree across files (uid, port, stop timeouts)
+#   config      the configuration each deployment gives the service (compose's environment,
+#               the ConfigMap with the Secret's and the Deployment's variables, the
+#               example file with the systemd unit's variables) passes `wx-jssdk check-config`
 #
 #   bash deploy/check.sh [CHECK...]      (default: all of them)
 #
@@ -210,6 +213,7 @@ check_nginx() {
 # Keys the unit must have, for the check without systemd-analyze.
 UNIT_KEYS=(
   '^ExecStart=/usr/local/bin/wx-jssdk$'
+  '^ExecStartPre=/usr/local/bin/wx-jssdk check-config$'
   '^(DynamicUser=yes|User=[a-z_][a-z0-9_-]*)$'
   '^ProtectSystem=strict$'
   '^NoNewPrivileges=yes$'
@@ -245,7 +249,7 @@ check_systemd() {
   # the real path having been checked above.
   printf '#!/bin/sh\nexit 0\n' >"$WORK/wx-jssdk"
   chmod +x "$WORK/wx-jssdk"
-  sed "s|^ExecStart=/usr/local/bin/wx-jssdk\$|ExecStart=$WORK/wx-jssdk|" "$UNIT" >"$WORK/wx-jssdk.service"
+  sed -E "s|^(ExecStart(Pre)?)=/usr/local/bin/wx-jssdk|\1=$WORK/wx-jssdk|" "$UNIT" >"$WORK/wx-jssdk.service"
   # verify exits 0 on an unknown key or a bad value, only printing it: any output fails.
   local out status
   out=$(systemd-analyze verify --man=no "$WORK/wx-jssdk.service" 2>&1)
@@ -314,6 +318,11 @@ check_consistency() {
     problems+=("deployment.yaml: containerPort is not 8080")
   grep -q -E '^ *bind = "0\.0\.0\.0:8080"' $K8S_DIR/configmap.yaml ||
     problems+=("configmap.yaml: server.bind is not 0.0.0.0:8080")
+  grep -q -E '^ *ops_bind = "0\.0\.0\.0:9090"' $K8S_DIR/configmap.yaml ||
+    problems+=("configmap.yaml: server.ops_bind is not 0.0.0.0:9090")
+  grep -q -E '^ *containerPort: 9090$' $K8S_DIR/deployment.yaml &&
+    grep -q -E 'prometheus.io/port: "9090"' $K8S_DIR/deployment.yaml ||
+    problems+=("deployment.yaml: the metrics port or its scrape annotation is not 9090")
   # Each stop timeout must leave the graceful shutdown its time, before the SIGKILL.
   grace=$(number_in $K8S_DIR/deployment.yaml '^ *terminationGracePeriodSeconds: ([0-9]+).*')
   prestop=$(sed -n '/preStop:/,/seconds:/p' $K8S_DIR/deployment.yaml | sed -n -E 's/^ *seconds: ([0-9]+).*/\1/p')
@@ -329,10 +338,74 @@ check_consistency() {
     failure "${#problems[@]} disagreement(s) (see above)"
     return 0
   fi
-  ok "uid $uid; port 8080; stop timeouts: kubernetes ${grace}s (preStop ${prestop}s), systemd ${stop}s, compose ${compose_grace}s"
+  ok "uid $uid; port 8080, metrics 9090; stop timeouts: kubernetes ${grace}s (preStop ${prestop}s), systemd ${stop}s, compose ${compose_grace}s"
 }
 
-ALL=(compose kubernetes dockerfile nginx systemd shell consistency)
+# The binary `config` runs: $WXJSSDK_BIN, or the debug build (built here if need be).
+wx_jssdk_bin() {
+  if [[ -n ${WXJSSDK_BIN:-} ]]; then
+    echo "$WXJSSDK_BIN"
+    return 0
+  fi
+  cargo build --quiet --bin wx-jssdk >&2 || return 1
+  echo "$ROOT/target/debug/wx-jssdk"
+}
+
+# Runs `wx-jssdk check-config` with only the variables in the file $2 (NAME=value
+# lines) and the configuration file $3 (or none), as deployment $1 would start it.
+check_config_of() {
+  local name=$1 vars=$2 file=${3:-} bin=$4 out=$WORK/check-config.out
+  local -a env_args=()
+  mapfile -t env_args <"$vars"
+  local -a args=(check-config)
+  [[ -n $file ]] && args+=(--config "$file")
+  echo "\$ env -i ${env_args[*]%%=*} wx-jssdk ${args[*]}    # $name"
+  if ! env -i PATH="$PATH" "${env_args[@]}" "$bin" "${args[@]}" >"$out" 2>&1; then
+    indent <"$out"
+    failure "$name: wx-jssdk check-config refuses its configuration (see above)"
+    return 1
+  fi
+  head -n 1 "$out" | indent
+}
+
+check_config() {
+  begin config "each deployment's configuration passes \`wx-jssdk check-config\` (no unknown key, every value valid)"
+  local python=$TOOLS_VENV/bin/python bin
+  [[ -x $python ]] || { failure "no PyYAML to read the manifests with: $INSTALL_HINT"; return 0; }
+  bin=$(wx_jssdk_bin) || { failure "cannot build wx-jssdk (cargo build --bin wx-jssdk)"; return 0; }
+  # The manifests' values, extracted with PyYAML (kubernetes-validate's dependency).
+  if ! "$python" - "$WORK" <<'PY'; then
+import sys, yaml
+work = sys.argv[1]
+def docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+config = docs("deploy/kubernetes/configmap.yaml")[0]["data"]["wx-jssdk.toml"]
+open(f"{work}/k8s.toml", "w").write(config)
+secret = docs("deploy/kubernetes/secret.yaml")[0]["stringData"]
+container = docs("deploy/kubernetes/deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+env.update(secret)
+env.pop("WXJSSDK_CONFIG", None)
+open(f"{work}/k8s.env", "w").write("".join(f"{k}={v}\n" for k, v in env.items()))
+compose = docs("docker-compose.yml")[0]
+instance = compose["services"]["wx-jssdk-1"]["environment"]
+with open(f"{work}/compose.env", "w") as f:
+    f.write("WXJSSDK__SERVER__BIND=0.0.0.0:8080\n")  # the Dockerfile's ENV
+    f.write("".join(f"{k}={v}\n" for k, v in instance.items()))
+PY
+    failure "cannot read the manifests (see above)"
+    return 0
+  fi
+  # The unit's Environment= lines, but the file it names is the example's.
+  sed -n -E 's/^Environment=(WXJSSDK__[A-Z_]+=.*)$/\1/p' "$UNIT" >"$WORK/systemd.env"
+  check_config_of compose "$WORK/compose.env" "" "$bin" || return 0
+  check_config_of kubernetes "$WORK/k8s.env" "$WORK/k8s.toml" "$bin" || return 0
+  check_config_of systemd "$WORK/systemd.env" config/wx-jssdk.example.toml "$bin" || return 0
+  ok "compose, kubernetes and systemd configurations load"
+}
+
+ALL=(compose kubernetes dockerfile nginx systemd shell consistency config)
 CHECKS=("$@")
 ((${#CHECKS[@]})) || CHECKS=("${ALL[@]}")
 for check in "${CHECKS[@]}"; do

@@ -1,4 +1,5 @@
-//! The per-request middleware: one log line per request (client address, method, path
+//! The per-request middleware: one log line per request (client address (behind
+//! `server.trusted_proxies`, the forwarded one), method, path
 //! (never the query, which carries page URLs and signatures), status and latency), and
 //! the request metrics ([`crate::metrics::http_request`]).
 //!
@@ -14,9 +15,10 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::Error;
+use actix_web::{web, Error};
 
 use crate::metrics;
+use crate::routes::AppState;
 
 const TARGET: &str = "wx_jssdk::access";
 
@@ -35,7 +37,8 @@ pub async fn log_request(
         (
             req.method().clone(),
             req.path().to_string(),
-            req.peer_addr(),
+            req.app_data::<web::Data<AppState>>()
+                .map(|state| state.client_of(req.request())),
         )
     });
     let response = next.call(req).await;
@@ -46,9 +49,7 @@ pub async fn log_request(
     };
     metrics::http_request(response.as_ref().ok().map(|r| r.request()), status, elapsed);
     if let Some((method, path, peer)) = line {
-        let peer = peer
-            .map(|p| p.ip().to_string())
-            .unwrap_or_else(|| "-".into());
+        let peer = peer.map_or_else(|| "-".into(), |ip| ip.to_string());
         let status = status.as_u16();
         log::info!(target: TARGET, "{peer} \"{method} {path}\" {status} {:.3}ms", elapsed.as_secs_f64() * 1000.0);
     }

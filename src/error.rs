@@ -1,8 +1,11 @@
 //! Every error a client can see, and the one place where errors become HTTP answers:
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 //!
-//! Messages are written for the page author or operator reading them and never carry
-//! a secret, token or ticket: WeChat and store failures are described by kind.
+//! Messages never carry a secret, token or ticket. Who reads them decides how much
+//! they say: a page (anyone) gets the code and what it can do about it
+//! ([`ApiError::public_message`]), never WeChat's `errmsg`, a configuration key or the
+//! store's error text; the log, and the company's own backends on admin-authenticated
+//! routes ([`Detailed`]), get the whole story (the error's `Display`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,6 +70,8 @@ pub enum ApiError {
     NoDefaultApp,
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
     #[error("no such route")]
     NotFound,
     #[error("this app has no server token: only official accounts' server URLs are verified here")]
@@ -106,6 +111,7 @@ impl ApiError {
             Self::StaleRequest(_) => "stale_request",
             Self::UnknownApp(_) | Self::NoDefaultApp => "unknown_app",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::BodyTimeout(_) => "request_timeout",
             Self::NotFound => "not_found",
             Self::NoServerToken => "no_server_token",
             Self::Unsupported(_) => "unsupported",
@@ -116,6 +122,108 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::RateLimited { .. } => "rate_limited",
         }
+    }
+}
+
+impl ApiError {
+    /// What an anonymous caller is told: what happened and what it can do, without
+    /// the internals (WeChat's answer, configuration keys, the store's errors) that
+    /// the log and [`Detailed`] answers carry.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Upstream(w) => match w {
+                WechatError::InvalidAppId
+                | WechatError::InvalidSecret
+                | WechatError::IpNotWhitelisted
+                | WechatError::InvalidCredential(_) => {
+                    "WeChat refused this app's credentials; the operator has been told".into()
+                }
+                WechatError::QuotaExceeded => {
+                    "WeChat's daily call quota for this app is used up; the operator has been told"
+                        .into()
+                }
+                _ => "WeChat answered with an error; the operator has been told".into(),
+            },
+            Self::Unavailable(_) => "the service is temporarily unavailable; retry shortly".into(),
+            Self::BackingOff {
+                retry_after_secs, ..
+            } => format!(
+                "the service is temporarily unavailable: WeChat is failing and is asked again \
+                 in {retry_after_secs} s; retry then"
+            ),
+            Self::DomainNotAllowed(host) => format!(
+                "the page's host `{host}` is not among this app's JS interface safe domains"
+            ),
+            Self::NoDefaultApp => "no app serves the short routes: use /v1/apps/NAME/...".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The HTTP answer, with the public message or (`detailed`) the whole one.
+    fn render(&self, detailed: bool) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            log_throttled(self.code(), || {
+                format!("{} {}: {self}", status.as_u16(), self.code())
+            });
+        }
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        match self {
+            Self::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            Self::RateLimited {
+                retry_after_secs, ..
+            }
+            | Self::BackingOff {
+                retry_after_secs, ..
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            // The rest of the body is still on its way: the connection cannot be reused.
+            Self::BodyTimeout(_) => {
+                response.force_close();
+            }
+            // RFC 6750: a 401 says which scheme would do; no detail on what was wrong.
+            Self::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"wx-jssdk\""));
+            }
+            _ => {}
+        }
+        let message = match detailed {
+            true => self.to_string(),
+            false => self.public_message(),
+        };
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+            },
+        })
+    }
+}
+
+/// An error answered to a caller that proved it is one of the company's backends (an
+/// admin key): the whole message, as the log has it, since that caller is the
+/// operator's own and needs it to act.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Detailed(#[from] pub ApiError);
+
+impl From<CacheError> for Detailed {
+    fn from(e: CacheError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl ResponseError for Detailed {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0.render(true)
     }
 }
 
@@ -161,6 +269,7 @@ impl ResponseError for ApiError {
             }
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) | Self::BackingOff { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -171,37 +280,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        if status.is_server_error() {
-            log_throttled(self.code(), || {
-                format!("{} {}: {self}", status.as_u16(), self.code())
-            });
-        }
-        let mut response = HttpResponse::build(status);
-        response.insert_header((header::CACHE_CONTROL, "no-store"));
-        match self {
-            Self::Unavailable(_) => {
-                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
-            }
-            Self::RateLimited {
-                retry_after_secs, ..
-            }
-            | Self::BackingOff {
-                retry_after_secs, ..
-            } => {
-                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
-            }
-            // RFC 6750: a 401 says which scheme would do; no detail on what was wrong.
-            Self::Unauthorized => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"wx-jssdk\""));
-            }
-            _ => {}
-        }
-        response.json(ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
-            },
-        })
+        self.render(false)
     }
 }

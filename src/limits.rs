@@ -1,5 +1,5 @@
-//! What a client may send: the request body limit, applied the same way to every route
-//! that reads a body.
+//! What a client may send: the request body limits (size and time), applied the same
+//! way to every route that reads a body.
 //!
 //! Bodies here are tiny (`{"url": ...}`, a card's few fields, a token), so anything
 //! over [`MAX_BODY_BYTES`] is refused with a JSON 413 `body_too_large` before more of it
@@ -9,7 +9,10 @@
 //!   installed app-wide by [`configure`] (413 `body_too_large`, or 400 `invalid_body`
 //!   for a body that does not parse);
 //! * as a stream (`web::Payload`, when the format depends on the content type), read
-//!   with [`read_body`].
+//!   with [`read_body`], which also bounds the time the body may take to arrive
+//!   (`server.client_body_timeout_ms`, installed as [`BodyTimeout`]): actix bounds only
+//!   the request head, so a client could otherwise hold a connection by sending a body
+//!   a byte at a time. Every handler that reads a body reads it this way.
 //!
 //! `web::Bytes` and `String` are limited too (app-wide `PayloadConfig`), but actix
 //! answers their overflow with a plain-text 413, so handlers do not use them.
@@ -17,8 +20,10 @@
 //! The limits of the HTTP layer itself (the request head, slow clients, connections)
 //! are actix-http's and the `[server]` settings, applied in [`crate::startup`].
 
+use std::time::Duration;
+
 use actix_web::error::{JsonPayloadError, UrlencodedError};
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 
 use crate::error::ApiError;
@@ -26,19 +31,30 @@ use crate::error::ApiError;
 /// The largest request body any route accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// How long a request body may take to arrive once its handler reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+impl Default for BodyTimeout {
+    fn default() -> Self {
+        Self(Duration::from_secs(10))
+    }
+}
+
 /// Installs the body limits and their JSON errors for every extractor, app-wide.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(MAX_BODY_BYTES)
-            .error_handler(|error, _| json_error(error).into()),
-    )
-    .app_data(
-        web::FormConfig::default()
-            .limit(MAX_BODY_BYTES)
-            .error_handler(|error, _| form_error(error).into()),
-    )
-    .app_data(web::PayloadConfig::new(MAX_BODY_BYTES));
+pub fn configure(cfg: &mut web::ServiceConfig, body_timeout: BodyTimeout) {
+    cfg.app_data(body_timeout)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_BODY_BYTES)
+                .error_handler(|error, _| json_error(error).into()),
+        )
+        .app_data(
+            web::FormConfig::default()
+                .limit(MAX_BODY_BYTES)
+                .error_handler(|error, _| form_error(error).into()),
+        )
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES));
 }
 
 fn json_error(error: JsonPayloadError) -> ApiError {
@@ -60,8 +76,20 @@ fn form_error(error: UrlencodedError) -> ApiError {
     }
 }
 
-/// Reads a streamed body, refusing it as soon as it passes [`MAX_BODY_BYTES`].
-pub async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+/// Reads a streamed body, refusing it as soon as it passes [`MAX_BODY_BYTES`], or
+/// when it has not all arrived within the app's [`BodyTimeout`] (408, and the
+/// connection is closed: what is left of the body will not be read).
+pub async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<web::BytesMut, ApiError> {
+    let limit = req.app_data::<BodyTimeout>().copied().unwrap_or_default().0;
+    tokio::time::timeout(limit, read_within_limit(payload))
+        .await
+        .map_err(|_| ApiError::BodyTimeout(limit.as_millis() as u64))?
+}
+
+async fn read_within_limit(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::InvalidBody(e.to_string()))?;
@@ -76,7 +104,7 @@ pub async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiEr
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::ContentType;
-    use actix_web::{test, App, HttpResponse};
+    use actix_web::{test, App, HttpRequest, HttpResponse};
     use serde::Deserialize;
 
     use super::*;
@@ -94,15 +122,15 @@ mod tests {
         HttpResponse::Ok().body(body.into_inner().access_token)
     }
 
-    async fn echo_stream(body: web::Payload) -> Result<HttpResponse, ApiError> {
-        Ok(HttpResponse::Ok().body(read_body(body).await?.freeze()))
+    async fn echo_stream(req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+        Ok(HttpResponse::Ok().body(read_body(&req, body).await?.freeze()))
     }
 
     /// The status and error code of a request to an app with the limits installed.
     async fn answer(req: test::TestRequest) -> (u16, String) {
         let app = test::init_service(
             App::new()
-                .configure(configure)
+                .configure(|cfg| configure(cfg, BodyTimeout::default()))
                 .route("/json", web::post().to(echo_json))
                 .route("/form", web::post().to(echo_form))
                 .route("/stream", web::post().to(echo_stream)),

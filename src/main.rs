@@ -27,6 +27,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Load and validate the configuration exactly as start-up does, print what the
+    /// service would run with (secrets masked), and exit 0, or 1 with the problem.
+    /// Nothing is bound or connected to: for deploy pipelines, before a rollout.
+    CheckConfig,
     /// Run a stand-in for the WeChat API (for tests, demos and the local stack).
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -57,6 +61,7 @@ async fn main() -> ExitCode {
             expires_in,
             apps,
         }) => run_sandbox(&bind, expires_in, &apps).await,
+        Some(Command::CheckConfig) => check_config(cli.config),
         None if cli.dev => run_dev(cli.config).await,
         None => run_service(cli.config, &[], false).await,
     };
@@ -76,17 +81,47 @@ async fn run_service(
 ) -> Result<(), String> {
     let settings = Settings::load(config.as_deref(), overrides).map_err(|e| e.to_string())?;
     let bind = settings.server.bind.clone();
-    let store = match &settings.redis {
-        Some(redis) if redis.cluster_urls.is_some() => "redis cluster",
-        Some(_) => "redis",
-        None => "in-process (single instance only)",
-    };
+    let store = store_name(&settings);
     let app = Application::build(settings).map_err(|e| e.to_string())?;
-    log::info!("listening on port {}, store: {store}", app.port());
+    match app.ops_port() {
+        Some(ops) => log::info!(
+            "listening on port {} (operations: port {ops}), store: {store}",
+            app.port()
+        ),
+        None => log::info!("listening on port {}, store: {store}", app.port()),
+    }
     if dev {
         print_dev_addresses(&bind, app.port());
     }
     app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+fn check_config(config: Option<PathBuf>) -> Result<(), String> {
+    let (settings, described) =
+        Settings::load_described(config.as_deref(), &[], None).map_err(|e| e.to_string())?;
+    let apps: Vec<String> = settings
+        .apps
+        .iter()
+        .map(|(name, app)| format!("{name} ({:?})", app.kind).to_lowercase())
+        .collect();
+    let file = config.map_or("none".into(), |path| path.display().to_string());
+    println!(
+        "configuration OK (file: {file}); apps: {}; store: {}",
+        apps.join(", "),
+        store_name(&settings)
+    );
+    for setting in described {
+        println!("  {setting}");
+    }
+    Ok(())
+}
+
+fn store_name(settings: &Settings) -> &'static str {
+    match &settings.redis {
+        Some(redis) if redis.cluster_urls.is_some() => "redis cluster",
+        Some(_) => "redis",
+        None => "in-process (single instance only)",
+    }
 }
 
 async fn run_dev(config: Option<PathBuf>) -> Result<(), String> {

@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use crate::access::AdminKeys;
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
 use crate::configuration::{RedisSettings, Settings};
+use crate::limits::BodyTimeout;
 use crate::routes::{self, AppState, Apps};
 use crate::wechat::WechatClient;
 use crate::{access_log, limits, metrics, shutdown};
@@ -20,9 +21,10 @@ const MEMORY_KEY_PREFIX: &str = "wxjssdk";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot listen on {bind}: {source}")]
+    #[error("cannot listen on `{key}` = {address:?}: {source}")]
     Bind {
-        bind: String,
+        key: &'static str,
+        address: String,
         source: std::io::Error,
     },
     #[error("cannot start the HTTP server: {0}")]
@@ -36,6 +38,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The operations listener (`server.ops_bind`), when configured.
+    ops: Option<(u16, Server)>,
     /// Kept to release its refresh locks once the server has stopped.
     cache: Arc<CredentialCache>,
     redis: Option<RedisSettings>,
@@ -45,16 +49,25 @@ impl Application {
     /// Binds `server.bind` (port 0 picks a free port) and prepares the server; it
     /// serves once [`Application::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        let bind = settings.server.bind.clone();
-        let listener =
-            TcpListener::bind(&bind).map_err(|source| StartupError::Bind { bind, source })?;
+        let listener = bind("server.bind", &settings.server.bind)?;
+        let ops_listener = match &settings.server.ops_bind {
+            Some(ops_bind) => Some(bind("server.ops_bind", ops_bind)?),
+            None => None,
+        };
         let port = listener.local_addr()?.port();
         metrics::init()?;
         let redis = settings.redis.clone();
-        let (server, cache) = run(listener, settings)?;
+        let state = app_state(&settings)?;
+        let cache = state.cache.clone();
+        let server = run(listener, &settings, state.clone(), ops_listener.is_none())?;
+        let ops = match ops_listener {
+            Some(listener) => Some((listener.local_addr()?.port(), run_ops(listener, state)?)),
+            None => None,
+        };
         Ok(Self {
             port,
             server,
+            ops,
             cache,
             redis,
         })
@@ -64,14 +77,35 @@ impl Application {
         self.port
     }
 
+    /// The port of the operations listener, when `server.ops_bind` is set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops.as_ref().map(|(port, _)| *port)
+    }
+
     /// Serves until SIGTERM (graceful: in-flight requests finish, for at most
     /// `server.shutdown_timeout_secs`) or SIGINT (at once), then releases the refresh
     /// locks this instance still holds.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let ops = async {
+            match self.ops {
+                Some((_, server)) => server.await,
+                None => Ok(()),
+            }
+        };
+        // Both servers stop on the same signals.
+        let (served, ops_served) = futures_util::future::join(self.server, ops).await;
         shutdown::release_held_locks(&self.cache, self.redis.as_ref()).await;
-        served
+        served.and(ops_served)
     }
+}
+
+/// Binds a listener, naming the setting when it cannot.
+fn bind(key: &'static str, address: &str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(address).map_err(|source| StartupError::Bind {
+        key,
+        address: address.to_string(),
+        source,
+    })
 }
 
 fn store_for(settings: &Settings) -> Result<(Store, KeySpace), StoreError> {
@@ -101,24 +135,31 @@ pub fn app_state(settings: &Settings) -> Result<web::Data<AppState>, StoreError>
         cache: Arc::new(cache),
         admin: AdminKeys::new(&settings.admin.keys),
         verify_max_age_secs: settings.wechat.verify_max_age_secs,
+        failed_authentications: Default::default(),
+        trusted_proxies: settings.server.trusted_proxies.clone(),
     }))
 }
 
+/// The public server: every route, and `/metrics` unless the operations listener
+/// serves it.
 fn run(
     listener: TcpListener,
-    settings: Settings,
-) -> Result<(Server, Arc<CredentialCache>), StartupError> {
-    let state = app_state(&settings)?;
-    let cache = state.cache.clone();
+    settings: &Settings,
+    state: web::Data<AppState>,
+    with_metrics: bool,
+) -> Result<Server, StartupError> {
     let wechat_settings = settings.wechat.clone();
+    let body_timeout = BodyTimeout(Duration::from_millis(
+        settings.server.client_body_timeout_ms,
+    ));
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(access_log::log_request))
             .app_data(state.clone())
             // awc clients are bound to their thread: one per worker.
             .app_data(web::Data::new(WechatClient::new(&wechat_settings)))
-            .configure(limits::configure)
-            .configure(routes::configure)
+            .configure(move |cfg| limits::configure(cfg, body_timeout))
+            .configure(|cfg| routes::configure(cfg, with_metrics))
             .default_service(web::to(routes::not_found))
     });
     if let Some(workers) = settings.server.workers {
@@ -130,5 +171,21 @@ fn run(
         .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
         .client_disconnect_timeout(Duration::from_millis(limits.client_disconnect_timeout_ms))
         .max_connections(limits.max_connections);
-    Ok((server.listen(listener)?.run(), cache))
+    Ok(server.listen(listener)?.run())
+}
+
+/// The operations server (`server.ops_bind`): probes and metrics, on one worker of its
+/// own, so that a scrape is answered even while the public workers are saturated.
+fn run_ops(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(routes::configure_ops)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    Ok(server)
 }

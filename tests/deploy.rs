@@ -15,6 +15,8 @@ fn the_deployment_files_pass_deploy_check_sh() {
     let output = Command::new("bash")
         .arg(SCRIPT)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // The `config` check runs this build's binary rather than building its own.
+        .env("WXJSSDK_BIN", env!("CARGO_BIN_EXE_wx-jssdk"))
         .output()
         .unwrap_or_else(|e| panic!("cannot run bash {SCRIPT}: {e}"));
     let printed = format!(

@@ -6,17 +6,23 @@
 //! deployment. Open only to `Authorization: Bearer KEY` with a key from `admin.keys`;
 //! without keys these routes do not exist.
 //!
+//! Errors here carry their whole message ([`Detailed`]): the callers are the
+//! operator's own backends, which need WeChat's answer to act on it.
+//!
 //! Tickets are never answered, only invalidated: a ticket signs for any page of the
 //! app's domains, so it stays inside the service like the secret.
+
+use std::time::Instant;
 
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::{AppState, SelectedApp};
+use crate::access::guesses;
 use crate::cache::{now_ms, Context, Credential, Invalidation, Record};
 use crate::configuration::AppKind;
-use crate::error::ApiError;
+use crate::error::{ApiError, Detailed};
 use crate::limits::read_body;
 use crate::wechat::WechatClient;
 
@@ -25,7 +31,7 @@ pub async fn access_token(
     req: HttpRequest,
     state: web::Data<AppState>,
     wechat: web::Data<WechatClient>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Detailed> {
     let ctx = authorized_context(&req, &state, wechat).await?;
     let token = state.cache.access_token(&ctx).await?;
     Ok(answer(Credential::AccessToken, None, &token))
@@ -54,15 +60,15 @@ async fn invalidate(
     state: web::Data<AppState>,
     wechat: web::Data<WechatClient>,
     credential: Credential,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Detailed> {
     let ctx = authorized_context(&req, &state, wechat).await?;
     if !exists_for(ctx.app.kind, credential) {
-        return Err(ApiError::Unsupported(match credential {
+        return Err(Detailed(ApiError::Unsupported(match credential {
             Credential::CardTicket => "card tickets exist for official accounts only",
             _ => "agent tickets exist for WeChat Work apps only",
-        }));
+        })));
     }
-    let body = read_body(payload).await?;
+    let body = read_body(&req, payload).await?;
     let value = invalidated_value(&body, field(credential))?;
     let limited = |why: String, retry_after: std::time::Duration| ApiError::RateLimited {
         what: why,
@@ -71,22 +77,22 @@ async fn invalidate(
     match state.cache.invalidate(&ctx, credential, &value).await? {
         Invalidation::Replaced(new) => Ok(answer(credential, Some(true), &new)),
         Invalidation::NotCurrent(current) => Ok(answer(credential, Some(false), &current)),
-        Invalidation::TooSoon { retry_after } => Err(limited(
+        Invalidation::TooSoon { retry_after } => Err(Detailed(limited(
             format!(
                 "this app's {} was already invalidated in the last 30 s (once per 30 s per \
                  app), and the value sent is still the current one",
                 credential.name()
             ),
             retry_after,
-        )),
-        Invalidation::DailyLimit { retry_after } => Err(limited(
+        ))),
+        Invalidation::DailyLimit { retry_after } => Err(Detailed(limited(
             format!(
                 "today's invalidations of this app's {} are spent (cache.invalidations_per_day; \
                  the day is China's, UTC+8)",
                 credential.name()
             ),
             retry_after,
-        )),
+        ))),
     }
 }
 
@@ -138,19 +144,39 @@ async fn authorized_context(
     state: &AppState,
     wechat: web::Data<WechatClient>,
 ) -> Result<Context, ApiError> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(bearer);
-    if !presented.is_some_and(|key| state.admin.accepts(key)) {
-        return Err(ApiError::Unauthorized);
-    }
+    authenticate(req, state)?;
     let app = SelectedApp::extract(req).await?;
     Ok(Context {
         app: app.0,
         wechat: wechat.into_inner(),
     })
+}
+
+/// Whether `req` carries one of the admin keys (`Authorization: Bearer KEY`). A client
+/// whose keys failed too often lately is refused (429) before its key is compared; a
+/// request without `Authorization` is refused (401) without counting as a guess.
+pub(super) fn authenticate(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let client = state.client_of(req);
+    let now = Instant::now();
+    if let Err(retry_after) = state.failed_authentications.check(client, now) {
+        return Err(ApiError::RateLimited {
+            what: format!(
+                "too many failed admin authentications from this client ({} within {} s)",
+                guesses::MAX_FAILURES,
+                guesses::WINDOW.as_secs()
+            ),
+            retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+    let Some(authorization) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized);
+    };
+    let presented = authorization.to_str().ok().and_then(bearer);
+    if presented.is_some_and(|key| state.admin.accepts(key)) {
+        return Ok(());
+    }
+    state.failed_authentications.record(client, now);
+    Err(ApiError::Unauthorized)
 }
 
 /// The key of `Bearer KEY` (the scheme in any case, as RFC 7235 has it).

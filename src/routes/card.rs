@@ -1,6 +1,11 @@
 //! Card signatures (卡券): `cardSign` for `wx.chooseCard`, and the `cardExt` of each card
 //! given to `wx.addCard`. Both are the SHA-1 of the *values* of their fields, together
 //! with the account's `wx_card` api_ticket, sorted as strings and concatenated.
+//!
+//! Who may ask differs: `choose_card` only opens the user's card chooser and is public
+//! (under the app's CORS rules), but a `cardExt` adds a card to a wallet with the code
+//! and for the openid it names, so `add_card` needs an admin key
+//! (`Authorization: Bearer KEY`) unless the app sets `card_sign_public`.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -80,6 +85,11 @@ pub async fn sign(
         return Err(ApiError::InvalidQuery(
             "`purpose` is `add_card` or `choose_card`".into(),
         ));
+    }
+    // A `cardExt` puts the card, with the code and for the user it names, in a
+    // wallet: the business backend decides that, not the browser.
+    if purpose == "add_card" && !app.0.card_sign_public {
+        super::admin::authenticate(&req, &state)?;
     }
     if purpose == "add_card" && params.card_id.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::MissingParameter("card_id"));

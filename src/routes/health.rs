@@ -1,26 +1,30 @@
-//! Liveness and readiness, for load balancers and orchestrators.
+//! Liveness and readiness, for load balancers and orchestrators. Both are public
+//! (load balancers probe the public listener), so an unready answer says which part
+//! is failing, never its error text: that goes to the log.
 
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::log_throttled;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The instance can do its job: the store answers and apps are configured.
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.apps.is_empty() {
-        return Err(ApiError::Unavailable("no app is configured".into()));
+/// The instance can do its job: the store answers. `503 {"status": "unready",
+/// "reason": "store"}` otherwise.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Err(e) = state.cache.store().ping().await {
+        log_throttled("readyz_store", || {
+            format!("readiness: the credential store does not answer: {e}")
+        });
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::RETRY_AFTER, "1"))
+            .json(json!({"status": "unready", "reason": "store"}));
     }
-    state
-        .cache
-        .store()
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the credential store does not answer: {e}")))?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready", "apps": state.apps.len()})))
+    HttpResponse::Ok().json(json!({"status": "ready", "apps": state.apps.len()}))
 }

@@ -14,12 +14,13 @@ mod verify;
 
 use std::collections::BTreeMap;
 use std::future::{ready, Ready};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use actix_web::dev::{HttpServiceFactory, Payload};
 use actix_web::{guard, http::Method, web, FromRequest, HttpRequest};
 
-use crate::access::AdminKeys;
+use crate::access::{AdminKeys, FailedAuthentications, TrustedProxies};
 use crate::cache::{Context, Credential, CredentialCache};
 use crate::configuration::{AppSettings, Settings};
 use crate::error::ApiError;
@@ -33,6 +34,26 @@ pub struct AppState {
     pub admin: AdminKeys,
     /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
     pub verify_max_age_secs: u64,
+    /// Who guessed admin keys wrong lately.
+    pub failed_authentications: FailedAuthentications,
+    /// `server.trusted_proxies`: how the client of a request is found.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl AppState {
+    /// The client of `req`: its peer, or behind trusted proxies the address they
+    /// forwarded. A request without a peer (only in-process tests make those) is
+    /// counted as the unspecified address.
+    pub fn client_of(&self, req: &HttpRequest) -> IpAddr {
+        let peer = req
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok());
+        self.trusted_proxies.client(peer, forwarded)
+    }
 }
 
 /// The configured apps, by name.
@@ -107,22 +128,15 @@ impl FromRequest for SelectedApp {
 }
 
 /// The routing table. Every route is described in `openapi.json` (a test checks it).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Probes: HEAD too, which some load balancers send.
+/// `/metrics` is served here unless an operations listener serves it
+/// ([`configure_ops`]); the probes are served on both, since load balancers probe
+/// the public one.
+pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    probes(cfg);
+    if with_metrics {
+        cfg.service(metrics());
+    }
     cfg.service(with_methods(
-        web::resource("/healthz")
-            .route(web::get().to(health::healthz))
-            .route(web::head().to(health::healthz)),
-    ))
-    .service(with_methods(
-        web::resource("/readyz")
-            .route(web::get().to(health::readyz))
-            .route(web::head().to(health::readyz)),
-    ))
-    .service(with_methods(
-        web::resource("/metrics").route(web::get().to(crate::metrics::scrape)),
-    ))
-    .service(with_methods(
         web::resource("/openapi.json").route(web::get().to(openapi::document)),
     ))
     .service(verify_resource("/wxJssdk"))
@@ -156,6 +170,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v1/apps/{name}/agent_ticket/invalidate",
         admin::invalidation(Credential::AgentTicket),
     ));
+}
+
+/// The routes of the operations listener (`server.ops_bind`).
+pub fn configure_ops(cfg: &mut web::ServiceConfig) {
+    probes(cfg);
+    cfg.service(metrics());
+}
+
+/// Liveness and readiness: HEAD too, which some load balancers send.
+fn probes(cfg: &mut web::ServiceConfig) {
+    cfg.service(with_methods(
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .route(web::head().to(health::healthz)),
+    ))
+    .service(with_methods(
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .route(web::head().to(health::readyz)),
+    ));
+}
+
+fn metrics() -> actix_web::Resource {
+    with_methods(web::resource("/metrics").route(web::get().to(crate::metrics::scrape)))
 }
 
 /// A page file: `GET`, and `HEAD` for clients that check a file before fetching it.

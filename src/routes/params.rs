@@ -25,7 +25,7 @@ pub async fn from_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Option<T>, ApiError> {
-    let body = crate::limits::read_body(payload).await?;
+    let body = crate::limits::read_body(req, payload).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -81,9 +81,13 @@ pub async fn server_url_check(
 pub async fn message_push(
     app: SelectedApp,
     req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     SignedQuery::parse(&req)?.verify(&app, state.verify_max_age_secs)?;
+    // The message is not handled here, but it is read, within the body's size and
+    // time limits, so that a slow or huge body cannot hold the connection.
+    crate::limits::read_body(&req, payload).await?;
     Ok(plain_text("success".to_string()))
 }
 

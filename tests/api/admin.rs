@@ -105,7 +105,18 @@ async fn without_admin_keys_the_routes_do_not_exist() {
 
 #[actix_web::test]
 async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
-    let app = spawn_app_with(with_keys()).await;
+    // Each request comes from a client of its own (through a trusted proxy), so that
+    // the guessing limit (trust.rs) does not answer 429 instead.
+    let app = spawn_app_with(Options {
+        trusted_proxies: vec!["127.0.0.1"],
+        ..with_keys()
+    })
+    .await;
+    let mut clients = 0u32;
+    let mut next_client = || {
+        clients += 1;
+        format!("198.51.100.{}", clients % 250)
+    };
     let url = |path: &str| format!("{}{path}", app.address);
     let wrong = [
         None,
@@ -121,7 +132,10 @@ async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
             "/v1/apps/default/access_token",
             "/v1/apps/nope/access_token", // not even app names are told without a key
         ] {
-            let mut request = app.client.get(url(path));
+            let mut request = app
+                .client
+                .get(url(path))
+                .header("x-forwarded-for", next_client());
             if let Some(value) = authorization {
                 request = request.header("authorization", value);
             }
@@ -142,6 +156,7 @@ async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
         let mut request = app
             .client
             .post(url("/v1/apps/default/access_token/invalidate"))
+            .header("x-forwarded-for", next_client())
             .body("{not json");
         if let Some(value) = authorization {
             request = request.header("authorization", value);

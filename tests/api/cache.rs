@@ -84,8 +84,17 @@ async fn a_warm_instance_signs_without_redis() {
     for _ in 0..20 {
         app.sign_and_check("https://page.example.com/").await;
     }
-    let ready = app.get("/readyz").await;
-    assert_eq!(error_code(ready, 503).await, "unavailable");
+    assert_unready(app.get("/readyz").await).await;
+}
+
+/// `/readyz` says the store is failing, and nothing more.
+async fn assert_unready(ready: reqwest::Response) {
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.expect("a JSON body");
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "unready", "reason": "store"})
+    );
 }
 
 #[actix_web::test]
@@ -433,10 +442,7 @@ async fn redis_down_is_a_503_for_cold_instances_and_service_resumes_when_it_is_b
     app.redis().kill();
     let response = app.sign("https://page.example.com/").await;
     assert_eq!(error_code(response, 503).await, "unavailable");
-    assert_eq!(
-        error_code(app.get("/readyz").await, 503).await,
-        "unavailable"
-    );
+    assert_unready(app.get("/readyz").await).await;
     assert_eq!(app.get("/healthz").await.status(), 200);
 
     app.redis().restart();

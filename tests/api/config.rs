@@ -3,16 +3,31 @@
 use std::io::Write;
 use std::process::{Command, Output};
 
+/// Starts the service on `toml` with `env`; every case that uses it must fail before
+/// serving.
 pub fn run_with_config(toml: &str, env: &[(&str, &str)]) -> Output {
+    let mut env = env.to_vec();
+    env.push(("WXJSSDK__SERVER__BIND", "127.0.0.1:0"));
+    run_binary(&[], toml, &env)
+}
+
+/// Runs `wx-jssdk check-config` on `toml` with `env`.
+fn check_config(toml: &str, env: &[(&str, &str)]) -> Output {
+    run_binary(&["check-config"], toml, env)
+}
+
+/// Runs the binary with `args`, `--config` a file holding `toml`, and `env`; the
+/// timeout guards against a hang.
+fn run_binary(args: &[&str], toml: &str, env: &[(&str, &str)]) -> Output {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(toml.as_bytes()).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_wx-jssdk"));
-    command.arg("--config").arg(file.path());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    // Every case below must fail before serving; the timeout guards against a hang.
-    command.env("WXJSSDK__SERVER__BIND", "127.0.0.1:0");
+    command
+        .args(args)
+        .arg("--config")
+        .arg(file.path())
+        .env_remove("WXJSSDK_CONFIG")
+        .envs(env.iter().copied());
     let child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -299,4 +314,124 @@ fn server_limits_have_defaults_and_a_request_timeout_of_zero_is_refused() {
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("server.client_request_timeout_ms"), "{err}");
+}
+
+#[test]
+fn a_mistyped_key_stops_startup_named_with_its_table_and_the_closest_key() {
+    let toml = format!("{COMPLETE_APP}\n[cache]\nlock_wait_msec = 5\n");
+    let output = run_with_config(&toml, &[]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("`cache.lock_wait_msec`"), "{err}");
+    assert!(err.contains("did you mean `cache.lock_wait_ms`"), "{err}");
+
+    let output = run_with_config(COMPLETE_APP, &[("WXJSSDK__CACHE__LOCK_WAIT_MSEC", "5")]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("WXJSSDK__CACHE__LOCK_WAIT_MSEC"), "{err}");
+    assert!(
+        err.contains("did you mean WXJSSDK__CACHE__LOCK_WAIT_MS "),
+        "{err}"
+    );
+
+    // A key far from any is named with where the valid ones are.
+    let output = run_with_config(&format!("{COMPLETE_APP}\n[cahce]\nx = 1\n"), &[]);
+    assert!(stderr(&output).contains("`cahce.x`"), "{}", stderr(&output));
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_what_is_allowed() {
+    for (extra, env, expected) in [
+        (
+            "",
+            ("WXJSSDK__SERVER__BIND", "notanaddr"),
+            "`server.bind` = \"notanaddr\" is not an address",
+        ),
+        (
+            "",
+            ("WXJSSDK__WECHAT__TOKEN_MODE", "fast"),
+            "`wechat.token_mode` is \"fast\"; expected one of `stable`, `classic`",
+        ),
+        (
+            "",
+            ("WXJSSDK__CACHE__LOCK_WAIT_MS", "soon"),
+            "`cache.lock_wait_ms`",
+        ),
+        (
+            "",
+            ("WXJSSDK__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,nginx"),
+            "`server.trusted_proxies[1]`",
+        ),
+        (
+            "[server]\nops_bind = \"nowhere\"\n",
+            ("X", "x"),
+            "`server.ops_bind`",
+        ),
+    ] {
+        let output = check_config(&format!("{COMPLETE_APP}\n{extra}"), &[env]);
+        assert_eq!(output.status.code(), Some(1), "{extra} {env:?}");
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
+}
+
+#[test]
+fn an_app_name_the_environment_could_not_reach_is_refused() {
+    let toml = "[apps.Shop]\nappid = \"wx1\"\nsecret = \"s\"\ntoken = \"t\"\n";
+    let output = run_with_config(toml, &[]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("`Shop`") && err.contains("`shop`"), "{err}");
+}
+
+#[test]
+fn one_spelling_per_setting_of_an_app() {
+    let toml =
+        "[apps.oa]\nkind = \"work\"\ncorpid = \"ww1\"\nagentid = \"1\"\ncorpsecret = \"s\"\n";
+    let output = run_with_config(toml, &[("WXJSSDK__APPS__OA__SECRET", "env-secret-value")]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("`apps.oa.secret` and `apps.oa.corpsecret`")
+            && err.contains("WXJSSDK__APPS__OA__CORPSECRET"),
+        "{err}"
+    );
+    assert!(!err.contains("env-secret-value"), "{err}");
+    // The same spelling in both layers is an override, as for any setting.
+    let output = check_config(
+        toml,
+        &[("WXJSSDK__APPS__OA__CORPSECRET", "env-secret-value")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn check_config_prints_what_would_run_with_secrets_masked() {
+    let toml = format!(
+        "{COMPLETE_APP}\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:6390/0\"\n[admin]\nkeys = [\"admin-key-0123456789abcdef\"]\n"
+    );
+    let output = check_config(&toml, &[("WXJSSDK__CACHE__LOCK_WAIT_MS", "750")]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout).to_string();
+    for expected in [
+        "configuration OK",
+        "apps: default (official)",
+        "store: redis",
+        "cache.lock_wait_ms = 750  # environment",
+        "cache.lock_ttl_ms = 5000  # default",
+        "apps.default.secret = ***",
+        "redis.url = redis://:***@127.0.0.1:6390/0",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in\n{out}");
+    }
+    for secret in [
+        "top-secret-value",
+        "server-token",
+        "hunter2",
+        "admin-key-0123456789abcdef",
+    ] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+    }
+    let refused = check_config(&format!("{COMPLETE_APP}\n[cache]\nlock_ttl_ms = 1\n"), &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("cache.lock_ttl_ms"));
 }

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wx_jssdk::access::{AllowedDomains, CorsOrigins};
+use wx_jssdk::access::{AllowedDomains, CorsOrigins, TrustedProxies};
 use wx_jssdk::configuration::{
     AdminSettings, AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings,
     TokenMode, WechatSettings,
@@ -334,6 +334,14 @@ pub struct Options {
     pub admin_keys: Vec<&'static str>,
     /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
     pub verify_max_age_secs: u64,
+    /// Apps whose `card_sign_public` is set.
+    pub card_sign_public: Vec<&'static str>,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: Vec<&'static str>,
+    /// Whether to serve `/metrics` on an operations listener (`server.ops_bind`).
+    pub ops_listener: bool,
+    /// `server.client_body_timeout_ms`.
+    pub client_body_timeout_ms: u64,
 }
 
 impl Default for Options {
@@ -356,12 +364,18 @@ impl Default for Options {
             cors_origins: Vec::new(),
             admin_keys: Vec::new(),
             verify_max_age_secs: 0,
+            card_sign_public: Vec::new(),
+            trusted_proxies: Vec::new(),
+            ops_listener: false,
+            client_body_timeout_ms: 10_000,
         }
     }
 }
 
 pub struct TestApp {
     pub address: String,
+    /// The operations listener, with `Options::ops_listener`.
+    pub ops_address: Option<String>,
     pub sandbox: Sandbox,
     pub sandbox_url: String,
     pub redis: Option<Arc<TestRedis>>,
@@ -406,9 +420,13 @@ fn start(
     let settings = settings(&options, redis_settings, &sandbox_url);
     let app = Application::build(settings).expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let ops_address = app
+        .ops_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        ops_address,
         sandbox,
         sandbox_url,
         redis,
@@ -438,6 +456,7 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
         let mut app = AppSettings::official(appid, Secret::new(SECRET), Secret::new(SERVER_TOKEN));
         app.allowed_domains = AllowedDomains::new(list(&options.allowed_domains, name));
         app.cors_origins = CorsOrigins::new(list(&options.cors_origins, name));
+        app.card_sign_public = options.card_sign_public.contains(&name);
         app
     };
     let mut apps = BTreeMap::from([("default".to_string(), app("default", APPID))]);
@@ -453,6 +472,9 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
     Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
+            ops_bind: options.ops_listener.then(|| "127.0.0.1:0".into()),
+            client_body_timeout_ms: options.client_body_timeout_ms,
+            trusted_proxies: TrustedProxies::new(options.trusted_proxies.iter().copied()),
             workers: Some(2),
             shutdown_timeout_secs: 30,
             client_request_timeout_ms: 5000,

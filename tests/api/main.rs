@@ -19,6 +19,7 @@ mod public;
 mod reissue;
 mod schedule;
 mod store;
+mod trust;
 mod upstream;
 mod verify;
 mod work;

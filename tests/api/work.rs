@@ -9,9 +9,13 @@ use crate::helpers::{error_code, sorted_sha1, spawn_app_with, Options, TestApp, 
 const CORPID: &str = "wwtestcorp000000001";
 const AGENTID: &str = "1000002";
 
+/// The admin key card signatures for `wx.addCard` are asked for with.
+const ADMIN_KEY: &str = "work-test-admin-key-0123456789";
+
 async fn app() -> TestApp {
     spawn_app_with(Options {
         work_apps: vec![("work", CORPID, AGENTID)],
+        admin_keys: vec![ADMIN_KEY],
         ..Options::default()
     })
     .await
@@ -144,10 +148,12 @@ async fn official_accounts_have_no_agent_config_and_work_apps_no_server_verifica
     assert_eq!(error_code(response, 404).await, "no_server_token");
 }
 
+/// A card signature, asked for by a backend with the admin key.
 async fn card_sign(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
     app.client
         .get(format!("{}/v1/apps/default/card/sign", app.address))
         .query(query)
+        .bearer_auth(ADMIN_KEY)
         .send()
         .await
         .unwrap()
@@ -223,6 +229,7 @@ async fn card_requests_that_cannot_be_signed_are_clear_errors() {
     let work = app
         .client
         .get(format!("{}/v1/apps/work/card/sign?card_id=c", app.address))
+        .bearer_auth(ADMIN_KEY)
         .send()
         .await
         .unwrap();
@@ -252,7 +259,7 @@ async fn pages_on_another_origin_may_ask_for_card_signatures_too() {
     let signed = app
         .client
         .get(format!(
-            "{}/v1/apps/default/card/sign?card_id=c1",
+            "{}/v1/apps/default/card/sign?purpose=choose_card&card_id=c1",
             app.address
         ))
         .header("Origin", "https://shop.example.com")

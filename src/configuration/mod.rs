@@ -11,7 +11,12 @@ use std::path::Path;
 use config::{Config, Environment, File, FileFormat, Map};
 use serde::Deserialize;
 
-use crate::access::{admin_key_problem, AllowedDomains, CorsOrigins};
+use crate::access::{admin_key_problem, AllowedDomains, CorsOrigins, TrustedProxies};
+
+mod describe;
+mod keys;
+
+pub use describe::Described;
 
 /// The name of the app that serves the short, seed-compatible routes (`/wxJssdk...`)
 /// when several apps are configured.
@@ -34,6 +39,10 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {
     pub bind: String,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`), e.g. `0.0.0.0:9090`.
+    /// Set: `/metrics` is served there only, out of reach of the public listener.
+    /// Absent: everything is served on `bind`.
+    pub ops_bind: Option<String>,
     /// Worker threads; defaults to the number of CPUs.
     pub workers: Option<usize>,
     /// On SIGTERM, how long requests in flight may take to finish before the workers
@@ -43,11 +52,20 @@ pub struct ServerSettings {
     /// long after connecting or after its previous request, or it is cut off (408): a
     /// slow client cannot hold a connection open by dribbling headers.
     pub client_request_timeout_ms: u64,
+    /// A request's body must have arrived this long after its handler started reading
+    /// it, or the request is answered 408 and the connection closed: a slow client
+    /// cannot hold a worker's connection by dribbling a body either.
+    pub client_body_timeout_ms: u64,
     /// How long a closing connection may take to shut down cleanly before it is dropped.
     pub client_disconnect_timeout_ms: u64,
     /// Open connections per worker; beyond it the worker stops accepting until some
     /// close (the kernel's backlog holds the rest).
     pub max_connections: usize,
+    /// Reverse proxies (CIDRs such as `10.0.0.0/8`, or single addresses) whose
+    /// `X-Forwarded-For` is believed: behind them the client is the last address in
+    /// that header that is not itself a trusted proxy. Empty: the peer is the client.
+    #[serde(default, deserialize_with = "proxy_list")]
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Where the shared store lives: one Redis server (`url`) or a Redis Cluster
@@ -183,7 +201,7 @@ impl RedisSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum TokenMode {
     /// `POST cgi-bin/stable_token`: independent of other callers' tokens.
     Stable,
@@ -235,15 +253,49 @@ pub struct CacheSettings {
     pub invalidations_per_day: u64,
 }
 
+impl TryFrom<String> for TokenMode {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        one_of(
+            &value,
+            &[("stable", Self::Stable), ("classic", Self::Classic)],
+        )
+    }
+}
+
+/// The variant written `value` (in any case), or a message listing the valid ones.
+/// serde's own message (`enum TokenMode does not have variant constructor fast`)
+/// names the type, not the words the operator may write.
+fn one_of<T: Copy>(value: &str, variants: &[(&str, T)]) -> Result<T, String> {
+    variants
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value.trim()))
+        .map(|(_, variant)| *variant)
+        .ok_or_else(|| {
+            let names: Vec<String> = variants.iter().map(|(n, _)| format!("`{n}`")).collect();
+            format!("is {value:?}; expected one of {}", names.join(", "))
+        })
+}
+
 /// What kind of WeChat app a `[apps.NAME]` table describes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum AppKind {
     /// An official account (公众号): `api.weixin.qq.com`.
     #[default]
     Official,
     /// A WeChat Work (企业微信) application: `qyapi.weixin.qq.com`.
     Work,
+}
+
+impl TryFrom<String> for AppKind {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        one_of(
+            &value,
+            &[("official", Self::Official), ("work", Self::Work)],
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +322,11 @@ pub struct AppSettings {
     /// (`https://a.example.com`, or `*`). Empty: none.
     #[serde(default, deserialize_with = "origin_list")]
     pub cors_origins: CorsOrigins,
+    /// Whether browsers may ask for `wx.addCard` signatures (a `cardExt` for any card,
+    /// code and user) without an admin key. Off: only a backend with a key may, since
+    /// for cards with custom codes a signature is a coupon of the caller's choosing.
+    #[serde(default, deserialize_with = "flag")]
+    pub card_sign_public: bool,
     /// Whose credentials these are in the shared cache: the AppID, or for WeChat
     /// Work `CORPID/AGENTID`, since every application of a corp has its own token.
     #[serde(skip)]
@@ -287,6 +344,7 @@ impl AppSettings {
             token: Some(token),
             allowed_domains: AllowedDomains::default(),
             cors_origins: CorsOrigins::default(),
+            card_sign_public: false,
             cache_id: String::new(),
         })
     }
@@ -301,6 +359,7 @@ impl AppSettings {
             token: None,
             allowed_domains: AllowedDomains::default(),
             cors_origins: CorsOrigins::default(),
+            card_sign_public: false,
             cache_id: String::new(),
         })
     }
@@ -324,6 +383,10 @@ fn domain_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AllowedDomains,
         "expected a list of host names like example.com or *.example.com",
     )
     .map(AllowedDomains::new)
+}
+
+fn proxy_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrustedProxies, D::Error> {
+    comma_list(d, "expected a list of addresses or CIDRs like 10.0.0.0/8").map(TrustedProxies::new)
 }
 
 fn origin_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CorsOrigins, D::Error> {
@@ -375,6 +438,68 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration: `{key}` {problem}")]
     Invalid { key: String, problem: String },
+    /// A key that names no setting, or two spellings of one.
+    #[error("configuration: {0}")]
+    Unknown(String),
+}
+
+/// `config`'s deserialisation errors put the key last (`... for key `wechat.token_mode``);
+/// these name it first, like every other configuration error, and say where the value
+/// came from.
+fn explain(error: config::ConfigError) -> ConfigError {
+    let whence = |origin: Option<String>| match origin.as_deref() {
+        None => String::new(),
+        Some("the environment") => " (set in the environment)".to_string(),
+        Some(file) => format!(" (in {file})"),
+    };
+    match error {
+        config::ConfigError::At {
+            error,
+            origin,
+            key: Some(key),
+        } => ConfigError::Invalid {
+            key,
+            problem: format!("{}{}", problem_of(&error.to_string()), whence(origin)),
+        },
+        config::ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            key: Some(key),
+        } => ConfigError::Invalid {
+            key,
+            problem: format!("is {unexpected}, expected {expected}{}", whence(origin)),
+        },
+        config::ConfigError::NotFound(key) => ConfigError::Invalid {
+            key,
+            problem: "is missing".into(),
+        },
+        other => ConfigError::Load(other),
+    }
+}
+
+/// serde's `missing field `secret`` as "is missing `secret`"; other messages as they are.
+fn problem_of(message: &str) -> String {
+    match message.strip_prefix("missing field ") {
+        Some(field) => format!("is missing {field}"),
+        None => message.to_string(),
+    }
+}
+
+/// A boolean: `true`/`false` in the file, or as the environment's string.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum BoolOrString {
+        Bool(bool),
+        String(String),
+    }
+    match BoolOrString::deserialize(d) {
+        Ok(BoolOrString::Bool(b)) => Ok(b),
+        Ok(BoolOrString::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Ok(BoolOrString::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(serde::de::Error::custom("expected true or false")),
+    }
 }
 
 fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
@@ -385,8 +510,9 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 17] = [
+const DEFAULTS: [(&str, &str); 18] = [
     ("server.bind", "127.0.0.1:8080"),
+    ("server.client_body_timeout_ms", "10000"),
     ("server.shutdown_timeout_secs", "30"),
     ("server.client_request_timeout_ms", "5000"),
     ("server.client_disconnect_timeout_ms", "1000"),
@@ -430,35 +556,66 @@ impl Settings {
         overrides: &[(&str, &str)],
         environment: Option<&[(&str, &str)]>,
     ) -> Result<Self, ConfigError> {
-        let mut builder = Config::builder();
-        for (key, value) in DEFAULTS.iter().chain(overrides) {
-            builder = builder.set_default(*key, *value)?;
-        }
-        if let Some(path) = file {
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
-        }
-        let environment: Option<Map<String, String>> = environment.map(|vars| {
-            vars.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        });
-        // Every value stays a string: parsing would turn an AppID or secret that looks
-        // like a number or a boolean ("0123", "true") into one, and back into a
-        // different string ("123"). `config` only splits lists when it parses, so the
-        // one list, `redis.cluster_urls`, is split by its own deserializer.
-        let env = Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator(ENV_SEPARATOR)
-            .separator(ENV_SEPARATOR)
-            .try_parsing(false)
-            .source(environment);
-        let raw = builder.add_source(env).build()?;
-        let raw = Self::with_redis_defaults(raw)?;
-        let mut settings: Settings = raw.try_deserialize()?;
+        Self::load_described(file, overrides, environment).map(|(settings, _)| settings)
+    }
+
+    /// [`Settings::load_with_environment`], and every setting as it will be used, with
+    /// where it came from and secrets masked (for `wx-jssdk check-config`).
+    pub fn load_described(
+        file: Option<&Path>,
+        overrides: &[(&str, &str)],
+        environment: Option<&[(&str, &str)]>,
+    ) -> Result<(Self, Vec<Described>), ConfigError> {
+        let raw = Self::layers(file, overrides, environment)?;
+        let mut settings: Settings = raw.clone().try_deserialize().map_err(explain)?;
         settings.validate()?;
         for app in settings.apps.values_mut() {
             *app = AppSettings::finish(app.clone());
         }
-        Ok(settings)
+        Ok((settings, describe::describe(&raw, file)))
+    }
+
+    /// The merged layers, before they are read into [`Settings`], once every key of
+    /// the file and the environment is known to name a setting.
+    fn layers(
+        file: Option<&Path>,
+        overrides: &[(&str, &str)],
+        environment: Option<&[(&str, &str)]>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = Config::builder();
+        for (key, value) in DEFAULTS.iter().chain(overrides) {
+            builder = builder.set_default(*key, *value)?;
+        }
+        let variables: Vec<(String, String)> = match environment {
+            Some(vars) => vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            None => std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        };
+        keys::check_environment(&variables)?;
+        let mut app_keys = keys::keys_of_environment(&variables);
+        if let Some(path) = file {
+            let source = File::from(path).format(FileFormat::Toml).required(true);
+            let table = config::Source::collect(&source)?;
+            keys::check_file(&path.display().to_string(), &table)?;
+            app_keys.extend(keys::keys_of_apps(&table));
+            builder = builder.add_source(source);
+        }
+        keys::check_aliases(app_keys, "across the file and the environment")?;
+        // Every value stays a string: parsing would turn an AppID or secret that looks
+        // like a number or a boolean ("0123", "true") into one, and back into a
+        // different string ("123"). `config` only splits lists when it parses, so the
+        // lists are split by their own deserializers.
+        let env = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(false)
+            .source(Some(variables.into_iter().collect::<Map<String, String>>()));
+        let raw = builder.add_source(env).build()?;
+        Self::with_redis_defaults(raw)
     }
 
     fn with_redis_defaults(raw: Config) -> Result<Config, ConfigError> {
@@ -477,6 +634,7 @@ impl Settings {
             return Err(invalid("apps", "needs at least one [apps.NAME] table"));
         }
         for (name, app) in &self.apps {
+            keys::check_app_name(name, &format!("[apps.{name}]"))?;
             let key = |field: &str| format!("apps.{name}.{field}");
             if app.appid.trim().is_empty() {
                 return Err(invalid(key("appid"), "is empty"));
@@ -521,6 +679,7 @@ impl Settings {
                 return Err(invalid(key, &format!("must be at least {least}")));
             }
         }
+        self.validate_listeners()?;
         if self.server.workers == Some(0) {
             return Err(invalid("server.workers", "must be at least 1"));
         }
@@ -534,7 +693,37 @@ impl Settings {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
+        if self.server.client_body_timeout_ms == 0 {
+            return Err(invalid(
+                "server.client_body_timeout_ms",
+                "must be at least 1 (0 would let a client that never finishes its body hold a connection)",
+            ));
+        }
         self.validate_access()
+    }
+
+    /// `server.bind` and `server.ops_bind` must be addresses to listen on, and two
+    /// different ones: start-up would otherwise fail later, without naming the key.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let listeners = [
+            ("server.bind", Some(&self.server.bind)),
+            ("server.ops_bind", self.server.ops_bind.as_ref()),
+        ];
+        for (key, bind) in listeners {
+            let Some(bind) = bind else { continue };
+            if std::net::ToSocketAddrs::to_socket_addrs(bind.as_str()).is_err() {
+                return Err(invalid(
+                    key,
+                    &format!("= {bind:?} is not an address to listen on: write HOST:PORT, e.g. 0.0.0.0:8080 (port 0: any free port)"),
+                ));
+            }
+        }
+        if self.server.ops_bind.as_ref() == Some(&self.server.bind)
+            && !self.server.bind.ends_with(":0")
+        {
+            return Err(invalid("server.ops_bind", "is the same address as `server.bind`: give the operations listener a port of its own"));
+        }
+        Ok(())
     }
 
     /// Page domains, CORS origins and admin keys. A bad list entry is named by its
@@ -551,6 +740,12 @@ impl Settings {
                     &format!("= {:?} {}", entry.raw, entry.problem),
                 ));
             }
+        }
+        if let Some(entry) = self.server.trusted_proxies.first_problem() {
+            return Err(invalid(
+                format!("server.trusted_proxies[{}]", entry.index),
+                &format!("= {:?} {}", entry.raw, entry.problem),
+            ));
         }
         for (i, key) in self.admin.keys.iter().enumerate() {
             if let Some(problem) = admin_key_problem(key) {

@@ -7,11 +7,19 @@
 //! * [`CorsOrigins`]: the browser origins whose scripts may call an app's signing routes
 //!   (`apps.NAME.cors_origins`).
 //! * [`AdminKeys`]: the bearer keys of the company's other backends, which may read and
-//!   invalidate the shared access_token (`admin.keys`).
+//!   invalidate the shared access_token and sign cards (`admin.keys`), and
+//!   [`FailedAuthentications`], which makes guessing them slow.
+//! * [`TrustedProxies`]: whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
 //!
 //! The two lists keep every entry as written next to what it means (or why it means
 //! nothing), so that [`crate::configuration::Settings`] can report a bad entry by its
 //! position (`apps.NAME.allowed_domains[i]`) at start-up: serde alone cannot name it.
+
+pub mod guesses;
+mod proxies;
+
+pub use guesses::FailedAuthentications;
+pub use proxies::TrustedProxies;
 
 use sha1::{Digest, Sha1};
 use subtle::{Choice, ConstantTimeEq};
