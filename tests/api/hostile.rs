@@ -478,6 +478,10 @@ fn cases() -> Vec<Case> {
         case("admin: the key twice", Request::get(TOKEN).bearer(format!("{ADMIN_KEY} {ADMIN_KEY}")), 401, Some("unauthorized")),
         case("admin: invalidate without a key", Request::post(INVALIDATE, "application/json", r#"{"access_token":"x"}"#), 401, Some("unauthorized")),
         case("admin: an unknown app without a key", Request::get("/v1/apps/nope/access_token"), 401, Some("unauthorized")),
+        case("card: add_card without a key (any code, any wallet)", Request::get(format!("{CARD}?card_id=c&code=FREE&openid=o")), 401, Some("unauthorized")),
+        case("card: add_card in a JSON body without a key", Request::post(CARD, "application/json", r#"{"card_id":"c","code":"FREE"}"#), 401, Some("unauthorized")),
+        case("card: add_card with a wrong key", Request::get(format!("{CARD}?card_id=c")).bearer("not-the-key-0123456789"), 401, Some("unauthorized")),
+        case("card: add_card with a forged X-Forwarded-For", Request::get(format!("{CARD}?card_id=c")).header("x-forwarded-for", "127.0.0.1"), 401, Some("unauthorized")),
         // Verification.
         case("verify: no parameters", Request::get(VERIFY), 400, Some("missing_parameter")),
         case("verify: push without parameters", Request::post(VERIFY_V1, "text/xml", "<xml/>"), 400, Some("missing_parameter")),
