@@ -7,43 +7,14 @@
 //! store's error text; the log, and the company's own backends on admin-authenticated
 //! routes ([`Detailed`]), get the whole story (the error's `Display`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::cache::CacheError;
+use crate::log_throttle::warn_throttled;
 use crate::wechat::signature::PageUrlError;
 use crate::wechat::WechatError;
-
-/// A failing dependency fails every request: its errors are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Logs `message` unless an error with the same code was logged less than
-/// [`LOG_EVERY`] ago; the next line says how many were left out meanwhile.
-pub(crate) fn log_throttled(code: &'static str, message: impl FnOnce() -> String) {
-    static LAST: Mutex<Option<HashMap<&'static str, (Instant, u64)>>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    let logged = last.get_or_insert_with(HashMap::new);
-    match logged.get_mut(code) {
-        Some((at, left_out)) if at.elapsed() < LOG_EVERY => *left_out += 1,
-        Some((at, left_out)) => {
-            let since = at.elapsed().as_secs();
-            log::warn!(
-                "{} ({left_out} more like it in the last {since} s)",
-                message()
-            );
-            (*at, *left_out) = (Instant::now(), 0);
-        }
-        None => {
-            log::warn!("{}", message());
-            logged.insert(code, (Instant::now(), 0));
-        }
-    }
-}
 
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "1";
@@ -163,7 +134,7 @@ impl ApiError {
     fn render(&self, detailed: bool) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            log_throttled(self.code(), || {
+            warn_throttled(self.code(), || {
                 format!("{} {}: {self}", status.as_u16(), self.code())
             });
         }

@@ -1,31 +1,31 @@
 //! wx-jssdk: the backend of the WeChat JS-SDK.
 //!
-//! A request travels through three layers, each in its own module:
+//! A request travels down through layers; each module uses only the layers below it
+//! (`tests/architecture.rs` fails when one reaches up or a cycle comes back):
 //!
-//! * [`routes`]: the HTTP surface (verification of WeChat's server URL, `wx.config`
-//!   signing, health). Handlers parse input, pick the app and call the layers below.
-//! * [`cache`]: the shared credential cache. It answers "give me a valid
-//!   access_token / jsapi_ticket for this app" from Redis (or memory), and makes sure
-//!   exactly one process in the deployment asks WeChat when a value must be renewed.
-//! * [`wechat`]: the WeChat protocol: the signature rules and the API client.
+//! | layer | modules | job |
+//! |---|---|---|
+//! | HTTP | [`startup`], [`routes`], [`error`], [`limits`], [`access_log`], [`shutdown`] | builds the server; parses requests, picks the app, answers; maps every failure to one JSON error shape; body limits; the access log; what SIGTERM does |
+//! | credential cache | [`cache`] | "a valid access_token / ticket for this app", from memory, Redis, or (exactly one instance in the deployment at a time) WeChat |
+//! | WeChat protocol | [`wechat`], [`sandbox`] | the signature rules and the API client; and WeChat's side, a stand-in for tests and `--dev` |
+//! | settings | [`configuration`], [`access`] | the layered settings and the access rules they are made of (page domains, CORS origins, admin keys, trusted proxies) |
+//! | foundations | [`clock`], [`secret`], [`log_throttle`], [`metrics`] | Unix-millisecond time, values never printed, throttled log lines, Prometheus counters |
 //!
-//! [`access`] decides who may use an app (page domains, CORS origins, admin keys).
-//! [`configuration`] loads the layered settings, [`startup`] wires everything into an
-//! actix-web server, [`error`] maps every failure to one JSON error shape, and
-//! [`sandbox`] is a stand-in for the WeChat API used by tests and `--dev`.
-//!
-//! Operations: [`metrics`] (Prometheus, `GET /metrics`), [`limits`] (request body
-//! limits), [`shutdown`] (what happens after SIGTERM), [`access_log`].
+//! A signing request: [`routes`] → [`cache`] (memory, then the [`cache::Store`]) →
+//! [`wechat`] only when a value must be renewed → [`wechat::signature`] → JSON.
 
 pub mod access;
 pub mod access_log;
 pub mod cache;
+pub mod clock;
 pub mod configuration;
 pub mod error;
 pub mod limits;
+pub mod log_throttle;
 pub mod metrics;
 pub mod routes;
 pub mod sandbox;
+pub mod secret;
 pub mod shutdown;
 pub mod startup;
 pub mod wechat;

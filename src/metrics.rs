@@ -22,14 +22,11 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::HttpRequest;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
-
-use crate::error::ApiError;
-use crate::wechat::WechatError;
 
 /// Every metric name starts with this, followed by `_`.
 const NAMESPACE: &str = "wxjssdk";
@@ -203,36 +200,13 @@ impl Metrics {
 
 /// One attempt of a call to WeChat's `endpoint` (`token`, `stable_token`,
 /// `getticket`, ...) and how it ended.
-pub fn upstream_call<T>(endpoint: &'static str, result: &Result<T, WechatError>) {
+pub fn upstream_call(endpoint: &'static str, result: &'static str) {
     let Some(m) = METRICS.get() else { return };
-    let result = match result {
-        Ok(_) => "ok",
-        Err(e) => upstream_error_kind(e),
-    };
     if let Ok(counter) = m
         .upstream_calls
         .get_metric_with_label_values(&[endpoint, result])
     {
         counter.inc();
-    }
-}
-
-/// The `result` label of a failed WeChat call: what kind of failure, in a few fixed
-/// words (never the message, which would make a series per errmsg).
-pub fn upstream_error_kind(error: &WechatError) -> &'static str {
-    match error {
-        WechatError::InvalidCredential(_) => "invalid_credential",
-        WechatError::QuotaExceeded => "quota",
-        WechatError::Busy => "busy",
-        WechatError::InvalidAppId => "invalid_appid",
-        WechatError::InvalidSecret => "invalid_secret",
-        WechatError::IpNotWhitelisted => "ip_not_whitelisted",
-        WechatError::Api { .. } => "api_error",
-        WechatError::StaleValue => "stale_value",
-        WechatError::Timeout(_) => "timeout",
-        WechatError::Transport(_) => "transport",
-        WechatError::Decode(_) => "decode",
-        WechatError::NoSuchTicket(_) => "no_such_ticket",
     }
 }
 
@@ -305,21 +279,15 @@ pub fn http_request(request: Option<&HttpRequest>, status: StatusCode, elapsed: 
     }
 }
 
-/// `GET /metrics`: this process's metrics in the Prometheus text format.
-pub async fn scrape() -> Result<HttpResponse, ApiError> {
-    let unavailable = |why: &str| ApiError::Unavailable(format!("metrics: {why}"));
+/// This process's metrics in the Prometheus text format, and its content type.
+pub fn render() -> Result<(Vec<u8>, String), prometheus::Error> {
     let m = METRICS
         .get()
-        .ok_or_else(|| unavailable("not initialised"))?;
+        .ok_or_else(|| prometheus::Error::Msg("the metrics are not initialised".into()))?;
     let encoder = TextEncoder::new();
     let mut body = Vec::with_capacity(8 * 1024);
-    encoder
-        .encode(&m.registry.gather(), &mut body)
-        .map_err(|e| unavailable(&e.to_string()))?;
-    Ok(HttpResponse::Ok()
-        .content_type(encoder.format_type())
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body))
+    encoder.encode(&m.registry.gather(), &mut body)?;
+    Ok((body, encoder.format_type().to_string()))
 }
 
 #[cfg(test)]
@@ -344,33 +312,10 @@ mod tests {
     }
 
     #[test]
-    fn every_failure_has_a_fixed_kind() {
-        for (error, kind) in [
-            (WechatError::Busy, "busy"),
-            (WechatError::Timeout(1000), "timeout"),
-            (
-                WechatError::Transport("connect: refused".into()),
-                "transport",
-            ),
-            (WechatError::InvalidCredential(40001), "invalid_credential"),
-            (WechatError::QuotaExceeded, "quota"),
-            (
-                WechatError::Api {
-                    code: 48001,
-                    message: "api unauthorized rid: 1234".into(),
-                },
-                "api_error",
-            ),
-        ] {
-            assert_eq!(upstream_error_kind(&error), kind);
-        }
-    }
-
-    #[test]
     fn recorded_values_are_exposed_with_the_prefix() {
         let before = exposition();
         let key = "wxjssdk_upstream_calls_total{endpoint=\"getticket\",result=\"quota\"}";
-        upstream_call::<()>("getticket", &Err(WechatError::QuotaExceeded));
+        upstream_call("getticket", "quota");
         let local_hits = "wxjssdk_cache_lookups_total{result=\"hit\",tier=\"local\"}";
         cache_lookup(Tier::Local, true);
         let unmatched = "wxjssdk_http_requests_total{route=\"unmatched\",status=\"404\"}";

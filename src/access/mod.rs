@@ -24,7 +24,7 @@ pub use proxies::TrustedProxies;
 use sha1::{Digest, Sha1};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::configuration::Secret;
+use crate::secret::Secret;
 
 /// Shortest admin key accepted: a key a person can remember is a key someone can guess.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::store::StoreError;
+use super::redis::StoreError;
 use super::{Credential, CredentialCache};
 
 /// WeChat allows a forced stable-token refresh at most this often...

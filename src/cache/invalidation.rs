@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::budget::{Allowance, INVALIDATE_SPACING};
 use super::jobs::Outcome;
-use super::record::{now_ms, Record};
+use super::record::Record;
 use super::{CacheError, Context, Credential, CredentialCache, Slot};
+use crate::clock::now_ms;
 
 /// What [`CredentialCache::invalidate`] did.
 #[derive(Debug)]

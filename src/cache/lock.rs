@@ -16,7 +16,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::store::{Store, StoreError};
+use super::redis::StoreError;
+use super::store::Store;
 
 #[must_use = "a taken lock must be released"]
 pub struct RefreshLock {

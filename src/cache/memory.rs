@@ -30,7 +30,7 @@ impl MemoryStore {
     }
 
     pub fn put_record(&self, key: &str, record: &Record, confirmed: bool) -> bool {
-        let ttl = Duration::from_millis(record.store_ttl_ms(super::record::now_ms()));
+        let ttl = Duration::from_millis(record.store_ttl_ms(crate::clock::now_ms()));
         self.with(|m| {
             let current = m.get(key).and_then(|(v, _)| Record::from_json(v));
             if current.is_some_and(|c| !record.replaces(&c, confirmed)) {

@@ -44,9 +44,9 @@ pub use invalidation::Invalidation;
 pub use keys::KeySpace;
 pub use lock::{HeldLocks, RefreshLock};
 pub use memory::MemoryStore;
-pub use record::{now_ms, Record, MAX_LIFE_SECS};
-pub use redis::RedisStore;
-pub use store::{Store, StoreError};
+pub use record::{Record, MAX_LIFE_SECS};
+pub use redis::{RedisStore, StoreError};
+pub use store::Store;
 
 use crate::configuration::{AppSettings, CacheSettings, TokenMode};
 use crate::wechat::{TicketKind, WechatClient, WechatError};

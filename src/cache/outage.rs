@@ -1,46 +1,55 @@
 //! Logs store outages once, not once per request: the first failure, a reminder every
-//! minute while it lasts, and the recovery.
+//! minute while it lasts (through the shared [`Throttle`]), and the recovery.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::store::StoreError;
+use super::redis::StoreError;
+use crate::log_throttle::Throttle;
 
 const REMINDER_EVERY: Duration = Duration::from_secs(60);
+const KEY: &str = "store_outage";
 
 struct Down {
     since: Instant,
-    last_logged: Instant,
     failures: u64,
 }
 
-#[derive(Default)]
 pub struct OutageLog {
     down: Mutex<Option<Down>>,
+    reminders: Throttle,
+}
+
+impl Default for OutageLog {
+    fn default() -> Self {
+        Self {
+            down: Mutex::new(None),
+            reminders: Throttle::new(REMINDER_EVERY),
+        }
+    }
 }
 
 impl OutageLog {
     pub fn failed(&self, error: &StoreError) {
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         match down.as_mut() {
             None => {
                 log::error!("credential store unreachable: {error}; instances keep serving their copies while they last");
+                self.reminders.reset(KEY);
+                self.reminders.allow(KEY);
                 *down = Some(Down {
-                    since: now,
-                    last_logged: now,
+                    since: Instant::now(),
                     failures: 1,
                 });
             }
             Some(d) => {
                 d.failures += 1;
-                if now.duration_since(d.last_logged) >= REMINDER_EVERY {
+                if self.reminders.allow(KEY).is_some() {
                     log::warn!(
                         "credential store still unreachable after {} s ({} failed operations): {error}",
-                        now.duration_since(d.since).as_secs(),
+                        d.since.elapsed().as_secs(),
                         d.failures
                     );
-                    d.last_logged = now;
                 }
             }
         }

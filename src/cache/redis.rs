@@ -13,9 +13,18 @@ use redis::aio::ConnectionLike;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
-use super::record::{now_ms, Record};
-use super::store::StoreError;
+use super::record::Record;
+use crate::clock::now_ms;
 use crate::configuration::{RedisSettings, RedisTopology};
+
+/// Why a store operation failed. Only Redis fails: the in-process store cannot.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("redis did not answer within {0} ms")]
+    Timeout(u64),
+}
 
 /// Writes ARGV[1] (a record whose expires_at, renew_at and value are ARGV[2..4]) if it
 /// should replace the stored one, as `Record::replaces` decides: of the same value, a

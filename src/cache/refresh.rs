@@ -11,9 +11,10 @@ use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::jobs::{Outcome, Receiver, Registration};
-use super::record::{now_ms, Record, Stale};
-use super::store::StoreError;
+use super::record::{Record, Stale};
+use super::redis::StoreError;
 use super::{CacheError, Context, Credential, CredentialCache, RefreshLock, Slot};
+use crate::clock::now_ms;
 use crate::metrics::{self, CacheEvent, Tier};
 use crate::wechat::WechatError;
 
@@ -485,7 +486,7 @@ fn parse(key: &str, raw: &str) -> Option<Arc<Record>> {
         return None;
     };
     if let Some(ahead) = record.clock_ahead_by(now_ms()) {
-        crate::error::log_throttled("clock_skew", || {
+        crate::log_throttle::warn_throttled("clock_skew", || {
             format!(
                 "{key} was written by an instance whose clock is at least {ahead} ms ahead of this one's: \
                  deadlines are shared as absolute times, keep the instances' clocks in sync (NTP)"

@@ -8,15 +8,7 @@ use std::time::Duration;
 
 use super::memory::MemoryStore;
 use super::record::Record;
-use super::redis::RedisStore;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(String),
-    #[error("redis did not answer within {0} ms")]
-    Timeout(u64),
-}
+use super::redis::{RedisStore, StoreError};
 
 // One store per process, behind an `Arc`: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use super::record::{now_ms, Record};
-use super::store::StoreError;
+use super::record::Record;
+use super::redis::StoreError;
 use super::{CacheError, Context, Credential, CredentialCache};
+use crate::clock::now_ms;
 use crate::configuration::{AppKind, TokenMode};
 use crate::metrics::{self, CacheEvent};
 use crate::wechat::{Fetched, TicketKind, WechatError};

@@ -5,13 +5,13 @@
 //! misconfigured instance never starts serving.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat, Map};
 use serde::Deserialize;
 
 use crate::access::{admin_key_problem, AllowedDomains, CorsOrigins, TrustedProxies};
+use crate::secret::Secret;
 
 mod describe;
 mod keys;
@@ -404,32 +404,6 @@ pub struct AdminSettings {
 fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
     let keys = comma_list(d, "expected a list of keys or one comma-separated string")?;
     Ok(keys.into_iter().map(Secret::new).collect())
-}
-
-/// A string that must never be printed: `Debug` and `Display` show `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

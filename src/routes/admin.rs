@@ -20,7 +20,8 @@ use serde::Serialize;
 
 use super::{AppState, SelectedApp};
 use crate::access::guesses;
-use crate::cache::{now_ms, Context, Credential, Invalidation, Record};
+use crate::cache::{Context, Credential, Invalidation, Record};
+use crate::clock::now_ms;
 use crate::configuration::AppKind;
 use crate::error::{ApiError, Detailed};
 use crate::limits::read_body;

@@ -95,7 +95,7 @@ pub async fn sign(
         return Err(ApiError::MissingParameter("card_id"));
     }
     let ticket = state.cache.card_ticket(&app.context(wechat)).await?;
-    let timestamp = crate::cache::now_ms() / 1000;
+    let timestamp = crate::clock::now_secs();
     let nonce_str = nonce();
     let response = HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -1,4 +1,4 @@
-//! Liveness and readiness, for load balancers and orchestrators. Both are public
+//! Liveness, readiness and metrics, for load balancers, orchestrators and Prometheus. Both are public
 //! (load balancers probe the public listener), so an unready answer says which part
 //! is failing, never its error text: that goes to the log.
 
@@ -7,7 +7,8 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
-use crate::error::log_throttled;
+use crate::error::ApiError;
+use crate::log_throttle::warn_throttled;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> HttpResponse {
@@ -18,7 +19,7 @@ pub async fn healthz() -> HttpResponse {
 /// "reason": "store"}` otherwise.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if let Err(e) = state.cache.store().ping().await {
-        log_throttled("readyz_store", || {
+        warn_throttled("readyz_store", || {
             format!("readiness: the credential store does not answer: {e}")
         });
         return HttpResponse::ServiceUnavailable()
@@ -27,4 +28,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .json(json!({"status": "unready", "reason": "store"}));
     }
     HttpResponse::Ok().json(json!({"status": "ready", "apps": state.apps.len()}))
+}
+
+/// `GET /metrics`: this process's metrics in the Prometheus text format.
+pub async fn metrics() -> Result<HttpResponse, ApiError> {
+    let (body, content_type) =
+        crate::metrics::render().map_err(|e| ApiError::Unavailable(format!("metrics: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body))
 }

@@ -55,7 +55,7 @@ pub async fn config(
     }
     let ctx = app.context(wechat);
     let ticket = state.cache.jsapi_ticket(&ctx).await?;
-    let timestamp = crate::cache::now_ms() / 1000;
+    let timestamp = crate::clock::now_secs();
     let agent_config = match app.0.agentid.as_deref() {
         Some(agentid) if app.0.kind == AppKind::Work => {
             let agent_ticket = state.cache.agent_ticket(&ctx).await?;

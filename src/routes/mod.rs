@@ -193,7 +193,7 @@ fn probes(cfg: &mut web::ServiceConfig) {
 }
 
 fn metrics() -> actix_web::Resource {
-    with_methods(web::resource("/metrics").route(web::get().to(crate::metrics::scrape)))
+    with_methods(web::resource("/metrics").route(web::get().to(health::metrics)))
 }
 
 /// A page file: `GET`, and `HEAD` for clients that check a file before fetching it.

@@ -28,7 +28,7 @@ impl SignedQuery {
         let signature = required(&self.signature, "signature")?;
         let timestamp = required(&self.timestamp, "timestamp")?;
         let nonce = required(&self.nonce, "nonce")?;
-        let now_secs = crate::cache::now_ms() / 1000;
+        let now_secs = crate::clock::now_secs();
         if max_age_secs > 0 && !is_fresh(timestamp, now_secs, max_age_secs) {
             return Err(ApiError::StaleRequest(max_age_secs));
         }

@@ -86,6 +86,26 @@ impl WechatError {
         )
     }
 
+    /// What kind of failure, in a few fixed words: the `result` label of
+    /// `wxjssdk_upstream_calls_total` (never the message, which would make a series per
+    /// errmsg).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidCredential(_) => "invalid_credential",
+            Self::QuotaExceeded => "quota",
+            Self::Busy => "busy",
+            Self::InvalidAppId => "invalid_appid",
+            Self::InvalidSecret => "invalid_secret",
+            Self::IpNotWhitelisted => "ip_not_whitelisted",
+            Self::Api { .. } => "api_error",
+            Self::StaleValue => "stale_value",
+            Self::Timeout(_) => "timeout",
+            Self::Transport(_) => "transport",
+            Self::Decode(_) => "decode",
+            Self::NoSuchTicket(_) => "no_such_ticket",
+        }
+    }
+
     fn from_errcode(code: i64, message: String) -> Self {
         match code {
             40001 | 40014 | 42001 => Self::InvalidCredential(code),
@@ -319,7 +339,8 @@ impl WechatClient {
         let mut attempt = 0;
         loop {
             let result = call().await;
-            crate::metrics::upstream_call(endpoint, &result);
+            let outcome = result.as_ref().map_or_else(WechatError::kind, |_| "ok");
+            crate::metrics::upstream_call(endpoint, outcome);
             match result {
                 Err(e) if e.is_transient() && attempt < self.retries => {
                     let backoff = RETRY_BASE * 2u32.pow(attempt);
@@ -385,6 +406,29 @@ fn transport_summary(error: &awc::error::SendRequestError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_has_a_fixed_kind() {
+        for (error, kind) in [
+            (WechatError::Busy, "busy"),
+            (WechatError::Timeout(1000), "timeout"),
+            (
+                WechatError::Transport("connect: refused".into()),
+                "transport",
+            ),
+            (WechatError::InvalidCredential(40001), "invalid_credential"),
+            (WechatError::QuotaExceeded, "quota"),
+            (
+                WechatError::Api {
+                    code: 48001,
+                    message: "api unauthorized rid: 1234".into(),
+                },
+                "api_error",
+            ),
+        ] {
+            assert_eq!(error.kind(), kind);
+        }
+    }
 
     fn answer(json: &str) -> Answer {
         serde_json::from_str(json).unwrap()

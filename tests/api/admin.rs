@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use redis::AsyncCommands;
 use serde_json::json;
-use wx_jssdk::cache::{now_ms, ChinaDay, Record};
+use wx_jssdk::cache::{ChinaDay, Record};
+use wx_jssdk::clock::now_ms;
 use wx_jssdk::configuration::TokenMode;
 
 use crate::helpers::{

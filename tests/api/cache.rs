@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use wx_jssdk::cache::{now_ms, ChinaDay, Record};
+use wx_jssdk::cache::{ChinaDay, Record};
+use wx_jssdk::clock::now_ms;
 use wx_jssdk::configuration::TokenMode;
 use wx_jssdk::sandbox::Endpoint;
 

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::process::Stdio;
 
 use redis::AsyncCommands;
-use wx_jssdk::cache::{now_ms, ChinaDay, Credential, KeySpace, RedisStore, Store};
+use wx_jssdk::cache::{ChinaDay, Credential, KeySpace, RedisStore, Store};
+use wx_jssdk::clock::now_ms;
 
 use crate::helpers::{
     cold_burst_on_two_instances, error_code, redis_settings, spawn_app_with, Options,

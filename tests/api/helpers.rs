@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use wx_jssdk::access::{AllowedDomains, CorsOrigins, TrustedProxies};
 use wx_jssdk::configuration::{
-    AdminSettings, AppSettings, CacheSettings, RedisSettings, Secret, ServerSettings, Settings,
-    TokenMode, WechatSettings,
+    AdminSettings, AppSettings, CacheSettings, RedisSettings, ServerSettings, Settings, TokenMode,
+    WechatSettings,
 };
 use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
+use wx_jssdk::secret::Secret;
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
 

@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use wx_jssdk::cache::{now_ms, Record};
+use wx_jssdk::cache::Record;
+use wx_jssdk::clock::now_ms;
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::helpers::{fault, spawn_app, RunningBinary, APPID, SECRET, SERVER_TOKEN};

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use wx_jssdk::cache::{now_ms, MemoryStore, Record, RedisStore, Store};
-use wx_jssdk::configuration::{RedisSettings, Secret};
+use wx_jssdk::cache::{MemoryStore, Record, RedisStore, Store};
+use wx_jssdk::clock::now_ms;
+use wx_jssdk::configuration::RedisSettings;
+use wx_jssdk::secret::Secret;
 
 use crate::helpers::TestRedis;
 
