@@ -67,7 +67,7 @@ const TABLES: [(&str, &[&str]); 5] = [
 
 /// The keys of an `[apps.NAME]` table (`corpid` and `corpsecret` are WeChat Work's
 /// spellings of `appid` and `secret`).
-pub(super) const APP_KEYS: [&str; 10] = [
+pub(super) const APP_KEYS: [&str; 11] = [
     "kind",
     "appid",
     "corpid",
@@ -78,6 +78,7 @@ pub(super) const APP_KEYS: [&str; 10] = [
     "allowed_domains",
     "cors_origins",
     "card_sign_public",
+    "domain_verify_files",
 ];
 
 /// The two spellings of the keys that have two: an app may use either, not both.
@@ -88,6 +89,8 @@ fn is_known(key: &str) -> bool {
     let parts: Vec<&str> = key.split('.').collect();
     match parts.as_slice() {
         ["apps", _, field] => APP_KEYS.contains(field),
+        // A table of file names (which have dots of their own) in the file.
+        ["apps", _, "domain_verify_files", _, ..] => true,
         [table, field] => TABLES
             .iter()
             .any(|(name, fields)| name == table && fields.contains(field)),

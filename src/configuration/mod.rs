@@ -327,6 +327,12 @@ pub struct AppSettings {
     /// for cards with custom codes a signature is a coupon of the caller's choosing.
     #[serde(default, deserialize_with = "flag")]
     pub card_sign_public: bool,
+    /// The domain verification files WeChat asks to find at the root of a JS interface
+    /// safe domain (`MP_verify_….txt`, `WW_verify_….txt` for WeChat Work), by name,
+    /// with their content: served at `/NAME`, so that when the domain's root reaches
+    /// the service no file needs to live on another server.
+    #[serde(default, deserialize_with = "verify_files")]
+    pub domain_verify_files: BTreeMap<String, String>,
     /// Whose credentials these are in the shared cache: the AppID, or for WeChat
     /// Work `CORPID/AGENTID`, since every application of a corp has its own token.
     #[serde(skip)]
@@ -345,6 +351,7 @@ impl AppSettings {
             allowed_domains: AllowedDomains::default(),
             cors_origins: CorsOrigins::default(),
             card_sign_public: false,
+            domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
         })
     }
@@ -360,6 +367,7 @@ impl AppSettings {
             allowed_domains: AllowedDomains::default(),
             cors_origins: CorsOrigins::default(),
             card_sign_public: false,
+            domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
         })
     }
@@ -387,6 +395,36 @@ fn domain_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AllowedDomains,
 
 fn proxy_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrustedProxies, D::Error> {
     comma_list(d, "expected a list of addresses or CIDRs like 10.0.0.0/8").map(TrustedProxies::new)
+}
+
+/// `domain_verify_files`: a table of name = content in the file, or one string of
+/// `NAME=CONTENT` pairs separated by commas in the environment (whose variable names
+/// could not hold a file name's dot or case).
+fn verify_files<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TableOrString {
+        Table(BTreeMap<String, String>),
+        String(String),
+    }
+    let expected =
+        "expected a table of file name = content, or NAME=CONTENT pairs separated by commas";
+    match TableOrString::deserialize(d).map_err(|_| serde::de::Error::custom(expected))? {
+        TableOrString::Table(files) => Ok(files),
+        TableOrString::String(pairs) => pairs
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(name, content)| (name.trim().to_string(), content.trim().to_string()))
+                    .ok_or_else(|| serde::de::Error::custom(expected))
+            })
+            .collect(),
+    }
 }
 
 fn origin_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CorsOrigins, D::Error> {
@@ -458,6 +496,18 @@ fn problem_of(message: &str) -> String {
         Some(field) => format!("is missing {field}"),
         None => message.to_string(),
     }
+}
+
+/// A name a verification file may have: what WeChat hands out (`MP_verify_…`,
+/// `WW_verify_…`) and nothing that could name another route.
+pub fn is_verify_file_name(name: &str) -> bool {
+    name.strip_suffix(".txt").is_some_and(|stem| {
+        !stem.is_empty()
+            && stem.len() <= 64
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
 }
 
 /// A boolean: `true`/`false` in the file, or as the environment's string.
@@ -721,9 +771,44 @@ impl Settings {
                 &format!("= {:?} {}", entry.raw, entry.problem),
             ));
         }
+        self.validate_verify_files()?;
         for (i, key) in self.admin.keys.iter().enumerate() {
             if let Some(problem) = admin_key_problem(key) {
                 return Err(invalid(format!("admin.keys[{i}]"), problem));
+            }
+        }
+        Ok(())
+    }
+
+    /// Domain verification files: names WeChat could ask for (`MP_verify_x.txt`),
+    /// short printable contents, and one content per name across the apps (they are
+    /// all served at the root).
+    fn validate_verify_files(&self) -> Result<(), ConfigError> {
+        let mut seen: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        for (name, app) in &self.apps {
+            for (file, content) in &app.domain_verify_files {
+                let key = format!("apps.{name}.domain_verify_files.{file}");
+                if !is_verify_file_name(file) {
+                    return Err(invalid(
+                        key,
+                        "is not a verification file name: letters, digits, `_` and `-`, ending in .txt (e.g. MP_verify_abc123.txt)",
+                    ));
+                }
+                let printable = content.bytes().all(|b| b.is_ascii_graphic());
+                if content.is_empty() || content.len() > 256 || !printable {
+                    return Err(invalid(
+                        key,
+                        "must be the file's content as WeChat gave it: 1 to 256 printable ASCII characters",
+                    ));
+                }
+                if let Some((other, other_content)) = seen.insert(file, (name, content)) {
+                    if other_content != content {
+                        return Err(invalid(
+                            key,
+                            &format!("differs from apps.{other}.domain_verify_files.{file}: one file name has one content"),
+                        ));
+                    }
+                }
             }
         }
         Ok(())

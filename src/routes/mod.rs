@@ -60,6 +60,9 @@ impl AppState {
 pub struct Apps {
     by_name: BTreeMap<String, Arc<AppSettings>>,
     default: Option<String>,
+    /// Every app's domain verification files, by name (one content per name: checked
+    /// at start-up).
+    verify_files: BTreeMap<String, String>,
 }
 
 impl Apps {
@@ -71,7 +74,17 @@ impl Apps {
                 .map(|(name, app)| (name.clone(), Arc::new(app.clone())))
                 .collect(),
             default: settings.default_app().map(|(name, _)| name.to_string()),
+            verify_files: settings
+                .apps
+                .values()
+                .flat_map(|app| app.domain_verify_files.clone())
+                .collect(),
         }
+    }
+
+    /// The content of the domain verification file `name`, if an app has one.
+    fn verify_file(&self, name: &str) -> Option<&str> {
+        self.verify_files.get(name).map(String::as_str)
     }
 
     pub fn len(&self) -> usize {
@@ -150,6 +163,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     .service(public_resource("/wxJssdk/public/{name}", public::file))
     .service(public_resource("/wxJssdk/public/", public::index))
     .service(public_resource("/wxJssdk/public", public::folder))
+    .service(public_resource(
+        "/{file:[A-Za-z0-9_-]+\\.txt}",
+        public::verify_file,
+    ))
     .service(admin_resource(
         "/v1/apps/{name}/access_token",
         web::get().to(admin::access_token),

@@ -1,5 +1,6 @@
 //! Files for web pages, under `/wxJssdk/public/`: the page helper `wx-jssdk.js` and a
-//! demo page that uses it.
+//! demo page that uses it; and at the root, the domain verification files WeChat asks
+//! for (`apps.NAME.domain_verify_files`).
 //!
 //! The files are compiled into the binary (`include_str!`): serving them touches no
 //! filesystem, a deployment is one file as before, and a request can only ever get one
@@ -9,6 +10,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use super::AppState;
 use crate::error::ApiError;
 
 /// Long enough that a page's visitors do not refetch the helper on every view, short
@@ -55,6 +57,19 @@ const FILES: &[File] = &[
 /// `GET|HEAD /wxJssdk/public/{file}`.
 pub async fn file(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     serve(&name)
+}
+
+/// `GET|HEAD /{file}.txt`: a domain verification file of `apps.NAME.domain_verify_files`
+/// (`MP_verify_….txt`), its content as plain text, exactly as configured.
+pub async fn verify_file(
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let content = state.apps.verify_file(&name).ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(content.to_string()))
 }
 
 /// `GET|HEAD /wxJssdk/public/`: the demo page.

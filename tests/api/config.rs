@@ -435,3 +435,37 @@ fn check_config_prints_what_would_run_with_secrets_masked() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("cache.lock_ttl_ms"));
 }
+
+#[test]
+fn domain_verification_files_are_checked_and_come_from_the_environment_too() {
+    for (files, expected) in [
+        (
+            "{ \"../etc/passwd\" = \"x\" }",
+            "is not a verification file name",
+        ),
+        ("{ \"MP_verify_a.txt\" = \"two words\" }", "printable ASCII"),
+        (
+            "\"MP_verify_a.txt\"",
+            "expected a table of file name = content",
+        ),
+    ] {
+        let toml = format!("{COMPLETE_APP}domain_verify_files = {files}\n");
+        let output = check_config(&toml, &[]);
+        assert_eq!(output.status.code(), Some(1), "{files}");
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
+    let two_apps = format!(
+        "{COMPLETE_APP}domain_verify_files = {{ \"MP_verify_a.txt\" = \"a\" }}\n\
+         [apps.shop]\nappid = \"wx2\"\nsecret = \"s\"\ntoken = \"t\"\n\
+         domain_verify_files = {{ \"MP_verify_a.txt\" = \"b\" }}\n"
+    );
+    assert!(stderr(&check_config(&two_apps, &[])).contains("one file name has one content"));
+    let output = check_config(
+        COMPLETE_APP,
+        &[(
+            "WXJSSDK__APPS__DEFAULT__DOMAIN_VERIFY_FILES",
+            "MP_verify_a.txt=a, WW_verify_b.txt=b",
+        )],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}

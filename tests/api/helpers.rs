@@ -343,6 +343,8 @@ pub struct Options {
     pub ops_listener: bool,
     /// `server.client_body_timeout_ms`.
     pub client_body_timeout_ms: u64,
+    /// `domain_verify_files` of the apps named: (app, file name, content).
+    pub domain_verify_files: Vec<(&'static str, &'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -369,6 +371,7 @@ impl Default for Options {
             trusted_proxies: Vec::new(),
             ops_listener: false,
             client_body_timeout_ms: 10_000,
+            domain_verify_files: Vec::new(),
         }
     }
 }
@@ -458,6 +461,12 @@ fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> 
         app.allowed_domains = AllowedDomains::new(list(&options.allowed_domains, name));
         app.cors_origins = CorsOrigins::new(list(&options.cors_origins, name));
         app.card_sign_public = options.card_sign_public.contains(&name);
+        app.domain_verify_files = options
+            .domain_verify_files
+            .iter()
+            .filter(|(app, _, _)| *app == name)
+            .map(|(_, file, content)| (file.to_string(), content.to_string()))
+            .collect();
         app
     };
     let mut apps = BTreeMap::from([("default".to_string(), app("default", APPID))]);

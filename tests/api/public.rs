@@ -121,3 +121,51 @@ async fn anything_else_is_the_json_not_found_of_every_unknown_route() {
         .unwrap();
     assert_eq!(error_code(post, 405).await, "method_not_allowed");
 }
+
+#[actix_web::test]
+async fn domain_verification_files_are_answered_at_the_root_as_configured() {
+    let app = spawn_app_with(Options {
+        extra_apps: vec![("shop", "wxshop00000000001")],
+        domain_verify_files: vec![
+            ("default", "MP_verify_abc123XYZ.txt", "abc123XYZ"),
+            ("shop", "MP_verify_shop42.txt", "shop42"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    for (file, content) in [
+        ("MP_verify_abc123XYZ.txt", "abc123XYZ"),
+        ("MP_verify_shop42.txt", "shop42"),
+    ] {
+        let response = app.get(&format!("/{file}")).await;
+        assert_eq!(response.status(), 200, "{file}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            content,
+            "exactly the content"
+        );
+        let head = app
+            .client
+            .head(format!("{}/{file}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 200);
+    }
+    for unknown in [
+        "/MP_verify_other.txt",
+        "/robots.txt",
+        "/mp_verify_abc123xyz.txt",
+    ] {
+        assert_eq!(
+            error_code(app.get(unknown).await, 404).await,
+            "not_found",
+            "{unknown}"
+        );
+    }
+}
