@@ -10,7 +10,7 @@
 #
 # The same image runs the sandbox WeChat API: `docker run ... wx-jssdk sandbox --bind 0.0.0.0:8090`.
 # Configuration: WXJSSDK__SECTION__KEY variables, or a TOML file mounted into the
-# container and named by WXJSSDK_CONFIG (see README.md, "Configuration").
+# container and named by WXJSSDK_CONFIG (see docs/operations.md, "Configuration").
 # Needs BuildKit (the default builder since Docker 23) for the cache mounts below.
 
 # ---- build ------------------------------------------------------------------------

@@ -21,8 +21,10 @@
  *     `result` is {url, config, attempts}: the URL signed, the service's answer, and
  *     how many wx.config calls it took. Options (the first call's are kept):
  *       base         where the service answers, e.g. 'https://api.example.com'
- *                    (default '': the page's own origin; the service sends no CORS
- *                    headers, so put it behind the page's host, e.g. location /wxJssdk/)
+ *                    (default '': the page's own origin). Another origin works
+ *                    when the app lists this page's origin in its cors_origins;
+ *                    otherwise put the service behind the page's host
+ *                    (e.g. nginx location /wxJssdk/)
  *       app          app name: signs with /v1/apps/{app}/jssdk/config
  *                    (default: the short route /wxJssdk/getJssdk, the default app)
  *       jsApiList    APIs to ask for (default: the four share APIs)

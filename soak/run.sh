@@ -43,7 +43,7 @@ export RUST_LOG=${RUST_LOG:-warn}
 # The shipped default (stable) unless TOKEN_MODE says otherwise; both keep the limit.
 export WXJSSDK__WECHAT__TOKEN_MODE=${TOKEN_MODE:-stable}
 read -r -a PORTS <<<"${INSTANCE_PORTS//,/ }"
-# The cache settings the instances run with (the shipped defaults, see README).
+# The cache settings the instances run with (the shipped defaults, see docs/operations.md).
 SAFETY_MARGIN_SECS=60 REFRESH_AHEAD_SECS=900 LOCK_WAIT_SECS=5 RECHECK_SECS=1
 SANDBOX=http://127.0.0.1:$SANDBOX_PORT
 # Next to the stack's logs, replaced by each run.

@@ -1,5 +1,6 @@
 //! The `wx-jssdk` command: the service, its `--dev` mode, and the WeChat sandbox.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,13 +106,18 @@ fn check_config(config: Option<PathBuf>) -> Result<(), String> {
         .map(|(name, app)| format!("{name} ({:?})", app.kind).to_lowercase())
         .collect();
     let file = config.map_or("none".into(), |path| path.display().to_string());
-    println!(
+    // Written, not println!ed: a reader that stops early (`| head`) is no error.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "configuration OK (file: {file}); apps: {}; store: {}",
         apps.join(", "),
         store_name(&settings)
     );
     for setting in described {
-        println!("  {setting}");
+        if writeln!(out, "  {setting}").is_err() {
+            break;
+        }
     }
     Ok(())
 }

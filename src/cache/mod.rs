@@ -17,7 +17,7 @@
 //!    or, with nothing usable, wait for the holder's value to appear in the store.
 //!
 //! A value's life (fresh, due, in its margin, re-issued, expired) is the arithmetic of
-//! [`record`]; the README draws it as a state diagram. WeChat's daily limits are kept
+//! [`record`]; docs/architecture.md draws it as a state diagram. WeChat's daily limits are kept
 //! deployment-wide in [`budget`], and callers' invalidations go through
 //! [`invalidation`]. Every key is built by [`KeySpace`].
 
