@@ -26,7 +26,7 @@ const TARGET: &str = "wx_jssdk::access";
 /// bury the rest. They are still counted in the metrics.
 const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-pub async fn log_request(
+pub(crate) async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {

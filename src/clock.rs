@@ -11,6 +11,6 @@ pub fn now_ms() -> u64 {
 }
 
 /// Now, as Unix seconds: the `timestamp` of signatures and of WeChat's requests.
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     now_ms() / 1000
 }

@@ -20,7 +20,7 @@ use crate::wechat::WechatError;
 const RETRY_AFTER_SECS: &str = "1";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("the `url` parameter is required (query, JSON body or form field)")]
     MissingUrl,
     #[error("the `url` parameter is invalid: {0}")]
@@ -71,7 +71,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::MissingUrl => "missing_url",
             Self::InvalidUrl(_) => "invalid_url",
@@ -100,7 +100,7 @@ impl ApiError {
     /// What an anonymous caller is told: what happened and what it can do, without
     /// the internals (WeChat's answer, configuration keys, the store's errors) that
     /// the log and [`Detailed`] answers carry.
-    pub fn public_message(&self) -> String {
+    pub(crate) fn public_message(&self) -> String {
         match self {
             Self::Upstream(w) => match w {
                 WechatError::InvalidAppId
@@ -180,7 +180,7 @@ impl ApiError {
 /// operator's own and needs it to act.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct Detailed(#[from] pub ApiError);
+pub(crate) struct Detailed(#[from] pub ApiError);
 
 impl From<CacheError> for Detailed {
     fn from(e: CacheError) -> Self {

@@ -13,19 +13,25 @@
 //!
 //! A signing request: [`routes`] → [`cache`] (memory, then the [`cache::Store`]) →
 //! [`wechat`] only when a value must be renewed → [`wechat::signature`] → JSON.
+//!
+//! The public surface is what the binary, the integration tests and the fuzz targets
+//! use: [`startup::Application`] and the [`configuration`] types, the [`cache`]'s
+//! store and record (tests write Redis directly), the [`wechat::signature`] rules, the
+//! parsers the fuzzers drive, and the [`sandbox`]. Everything else is `pub(crate)`, so
+//! that the compiler reports what nothing uses.
 
 pub mod access;
-pub mod access_log;
+mod access_log;
 pub mod cache;
 pub mod clock;
 pub mod configuration;
-pub mod error;
-pub mod limits;
-pub mod log_throttle;
-pub mod metrics;
+mod error;
+mod limits;
+mod log_throttle;
+mod metrics;
 pub mod routes;
 pub mod sandbox;
 pub mod secret;
-pub mod shutdown;
+mod shutdown;
 pub mod startup;
 pub mod wechat;

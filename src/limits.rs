@@ -29,11 +29,11 @@ use futures_util::StreamExt;
 use crate::error::ApiError;
 
 /// The largest request body any route accepts.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long a request body may take to arrive once its handler reads it.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyTimeout(pub Duration);
+pub(crate) struct BodyTimeout(pub(crate) Duration);
 
 impl Default for BodyTimeout {
     fn default() -> Self {
@@ -42,7 +42,7 @@ impl Default for BodyTimeout {
 }
 
 /// Installs the body limits and their JSON errors for every extractor, app-wide.
-pub fn configure(cfg: &mut web::ServiceConfig, body_timeout: BodyTimeout) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, body_timeout: BodyTimeout) {
     cfg.app_data(body_timeout)
         .app_data(
             web::JsonConfig::default()
@@ -79,7 +79,7 @@ fn form_error(error: UrlencodedError) -> ApiError {
 /// Reads a streamed body, refusing it as soon as it passes [`MAX_BODY_BYTES`], or
 /// when it has not all arrived within the app's [`BodyTimeout`] (408, and the
 /// connection is closed: what is left of the body will not be read).
-pub async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<web::BytesMut, ApiError> {

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Lets through one line per key per `every`, and counts the ones it holds back.
-pub struct Throttle {
+pub(crate) struct Throttle {
     every: Duration,
     last: Mutex<HashMap<&'static str, (Instant, u64)>>,
 }
 
 impl Throttle {
-    pub fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         Self {
             every,
             last: Mutex::new(HashMap::new()),
@@ -26,7 +26,7 @@ impl Throttle {
 
     /// `Some(lines held back since the last one let through)` when a line of `key` may
     /// be logged now; `None` when it is held back.
-    pub fn allow(&self, key: &'static str) -> Option<u64> {
+    pub(crate) fn allow(&self, key: &'static str) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match last.get_mut(key) {
             Some((at, held_back)) if at.elapsed() < self.every => {
@@ -46,7 +46,7 @@ impl Throttle {
     }
 
     /// Forgets `key`: its next line is let through at once.
-    pub fn reset(&self, key: &'static str) {
+    pub(crate) fn reset(&self, key: &'static str) {
         self.last
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -56,7 +56,7 @@ impl Throttle {
 
 /// Logs `message` as a warning unless a line with the same `code` was logged less than
 /// 10 s ago; the next line says how many were left out meanwhile.
-pub fn warn_throttled(code: &'static str, message: impl FnOnce() -> String) {
+pub(crate) fn warn_throttled(code: &'static str, message: impl FnOnce() -> String) {
     static THROTTLE: std::sync::OnceLock<Throttle> = std::sync::OnceLock::new();
     let throttle = THROTTLE.get_or_init(|| Throttle::new(WARN_EVERY));
     match throttle.allow(code) {

@@ -33,7 +33,7 @@ const NAMESPACE: &str = "wxjssdk";
 
 /// The `route` label of a request no route matched: the raw path would give one series
 /// per path a scanner tries.
-pub const UNMATCHED: &str = "unmatched";
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// Buckets of the request-duration histogram, in seconds: a warm signature takes well
 /// under a millisecond, a cold one waits for WeChat (up to `cache.lock_wait_ms`, 5 s).
@@ -43,7 +43,7 @@ const DURATION_BUCKETS: [f64; 13] = [
 
 /// Which cache tier a lookup went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
+pub(crate) enum Tier {
     /// The instance's in-memory copy (every request).
     Local,
     /// Redis or the in-process store (background checks and cold starts).
@@ -52,7 +52,7 @@ pub enum Tier {
 
 /// Things that happen to cached values, counted in `wxjssdk_cache_events_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheEvent {
+pub(crate) enum CacheEvent {
     /// The store had lost a value (or held an older one) and an instance wrote its copy back.
     Restored,
     /// WeChat handed out the value already held: it is served to its first expiry.
@@ -103,7 +103,7 @@ struct Metrics {
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
 /// Builds and registers every metric; later calls do nothing.
-pub fn init() -> Result<(), prometheus::Error> {
+pub(crate) fn init() -> Result<(), prometheus::Error> {
     if METRICS.get().is_none() {
         // Two services starting at once in one process may both build a set; the
         // first one stored wins and the other is dropped unused.
@@ -200,7 +200,7 @@ impl Metrics {
 
 /// One attempt of a call to WeChat's `endpoint` (`token`, `stable_token`,
 /// `getticket`, ...) and how it ended.
-pub fn upstream_call(endpoint: &'static str, result: &'static str) {
+pub(crate) fn upstream_call(endpoint: &'static str, result: &'static str) {
     let Some(m) = METRICS.get() else { return };
     if let Ok(counter) = m
         .upstream_calls
@@ -212,7 +212,7 @@ pub fn upstream_call(endpoint: &'static str, result: &'static str) {
 
 /// A renewal under the refresh lock of `credential` (`access_token`, `jsapi_ticket`,
 /// ...) that wrote a new value (`ok`) or failed.
-pub fn refresh(credential: &'static str, ok: bool) {
+pub(crate) fn refresh(credential: &'static str, ok: bool) {
     let Some(m) = METRICS.get() else { return };
     let result = if ok { "ok" } else { "error" };
     if let Ok(counter) = m
@@ -224,21 +224,21 @@ pub fn refresh(credential: &'static str, ok: bool) {
 }
 
 /// A request found no usable copy and waits for a refresh job.
-pub fn lock_wait() {
+pub(crate) fn lock_wait() {
     if let Some(m) = METRICS.get() {
         m.lock_waits.inc();
     }
 }
 
 /// A request's wait for a refresh job ran out of `cache.lock_wait_ms`.
-pub fn lock_wait_timeout() {
+pub(crate) fn lock_wait_timeout() {
     if let Some(m) = METRICS.get() {
         m.lock_wait_timeouts.inc();
     }
 }
 
 /// A credential lookup in `tier`; `hit` when it found a usable value.
-pub fn cache_lookup(tier: Tier, hit: bool) {
+pub(crate) fn cache_lookup(tier: Tier, hit: bool) {
     if let Some(m) = METRICS.get() {
         let tier = match tier {
             Tier::Local => 0,
@@ -249,7 +249,7 @@ pub fn cache_lookup(tier: Tier, hit: bool) {
 }
 
 /// Something happened to a cached value.
-pub fn cache_event(event: CacheEvent) {
+pub(crate) fn cache_event(event: CacheEvent) {
     if let Some(m) = METRICS.get() {
         if let Some(counter) = CacheEvent::ALL
             .iter()
@@ -264,7 +264,7 @@ pub fn cache_event(event: CacheEvent) {
 /// An answered HTTP request: `request` is the routed request (`None` when the
 /// response was lost to an error before routing), labelled with the pattern of the
 /// route that matched it.
-pub fn http_request(request: Option<&HttpRequest>, status: StatusCode, elapsed: Duration) {
+pub(crate) fn http_request(request: Option<&HttpRequest>, status: StatusCode, elapsed: Duration) {
     let Some(m) = METRICS.get() else { return };
     let pattern = request.and_then(HttpRequest::match_pattern);
     let route = pattern.as_deref().unwrap_or(UNMATCHED);
@@ -280,7 +280,7 @@ pub fn http_request(request: Option<&HttpRequest>, status: StatusCode, elapsed: 
 }
 
 /// This process's metrics in the Prometheus text format, and its content type.
-pub fn render() -> Result<(Vec<u8>, String), prometheus::Error> {
+pub(crate) fn render() -> Result<(Vec<u8>, String), prometheus::Error> {
     let m = METRICS
         .get()
         .ok_or_else(|| prometheus::Error::Msg("the metrics are not initialised".into()))?;

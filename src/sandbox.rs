@@ -243,7 +243,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The WeChat Work endpoints, which re-issue their values by default.
-    pub const WORK: [Self; 3] = [Self::WorkToken, Self::WorkJsapiTicket, Self::AgentTicket];
+    pub(crate) const WORK: [Self; 3] = [Self::WorkToken, Self::WorkJsapiTicket, Self::AgentTicket];
 }
 
 /// WeChat Work answers carry `errcode: 0` on success too.
@@ -758,7 +758,7 @@ impl Sandbox {
     ///
     /// Handlers capture this handle directly rather than going through `app_data`, so the
     /// sandbox cannot collide with the host app's own `web::Data`.
-    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+    pub(crate) fn configure(&self, cfg: &mut web::ServiceConfig) {
         let s = self.clone();
         cfg.route(
             "/cgi-bin/token",

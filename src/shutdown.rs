@@ -23,7 +23,7 @@ const RELEASE_BUDGET: Duration = Duration::from_secs(5);
 /// runtimes, whose tasks (each connection's I/O driver) are gone, so a command on them
 /// would fail or wait for the timeout. A fresh pool on the calling runtime is used
 /// instead; the in-process store is plain memory and is used as it is.
-pub async fn release_held_locks(cache: &CredentialCache, redis: Option<&RedisSettings>) {
+pub(crate) async fn release_held_locks(cache: &CredentialCache, redis: Option<&RedisSettings>) {
     let held = cache.held_locks();
     if held.is_empty() {
         // Still close the registry: a job that outlived its worker must not take one.

@@ -122,7 +122,7 @@ fn store_for(settings: &Settings) -> Result<(Store, KeySpace), StoreError> {
 }
 
 /// What every worker shares: the apps, the credential cache, the admin keys.
-pub fn app_state(settings: &Settings) -> Result<web::Data<AppState>, StoreError> {
+pub(crate) fn app_state(settings: &Settings) -> Result<web::Data<AppState>, StoreError> {
     let (store, keys) = store_for(settings)?;
     let cache = CredentialCache::new(
         store,

@@ -4,8 +4,9 @@
 //!
 //! Dependencies are read from the source: every `crate::MODULE` path outside comments
 //! and outside `#[cfg(test)] mod` blocks (tests may reach across layers to build what
-//! they test). A crude reader, on purpose: no parser to keep up to date, and it errs on the
-//! side of seeing a dependency (a `crate::x` in a string would count).
+//! they test). A crude reader, on purpose: no parser to keep up to date; string and
+//! character literals are blanked first, so that neither a brace nor a `crate::` in
+//! one misleads it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -33,14 +34,15 @@ const LAYERS: [(&str, &[&str]); 5] = [
     ),
 ];
 
-/// The source of a file without comments and without its `#[cfg(test)] mod ... { }`
-/// blocks (found by counting braces: crude, but the sources here keep braces paired).
+/// The source of a file without comments, string and character literals, and its
+/// `#[cfg(test)] mod ... { }` blocks (found by counting braces, which the literals no
+/// longer hide).
 fn code_of(source: &str) -> String {
     let without_comments: Vec<&str> = source
         .lines()
         .map(|line| line.find("//").map_or(line, |at| &line[..at]))
         .collect();
-    let mut code = without_comments.join("\n");
+    let mut code = without_literals(&without_comments.join("\n"));
     while let Some(start) = test_module_start(&code) {
         let open = start + code[start..].find('{').unwrap_or(code.len() - start);
         let mut depth = 0usize;
@@ -61,6 +63,54 @@ fn code_of(source: &str) -> String {
         code.replace_range(start..end, "");
     }
     code
+}
+
+/// `code` with the contents of its string literals (plain and raw) and character
+/// literals removed, so that a brace or a `crate::` inside one counts for nothing.
+/// Lifetimes (`'a`) are told from characters by the closing quote.
+fn without_literals(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = String::with_capacity(code.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let raw_hashes = (c == 'r')
+            .then(|| chars[i + 1..].iter().take_while(|h| **h == '#').count())
+            .filter(|&n| chars.get(i + 1 + n) == Some(&'"'));
+        if let Some(hashes) = raw_hashes {
+            let closing: String = std::iter::once('"')
+                .chain("#".repeat(hashes).chars())
+                .collect();
+            let body_start = i + 2 + hashes;
+            let rest: String = chars[body_start..].iter().collect();
+            let len = rest
+                .find(&closing)
+                .map_or(rest.len(), |at| at + closing.len());
+            out.push_str("\"\"");
+            i = body_start + rest[..len].chars().count();
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            out.push_str("\"\"");
+            i += 1;
+        } else if c == '\'' && chars.get(i + 1) == Some(&'\\') {
+            i += 2;
+            while i < chars.len() && chars[i] != '\'' {
+                i += 1;
+            }
+            out.push_str("' '");
+            i += 1;
+        } else if c == '\'' && chars.get(i + 2) == Some(&'\'') {
+            out.push_str("' '");
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Where the first `#[cfg(test)]` that introduces a module starts.
@@ -184,8 +234,8 @@ fn find_cycle(
 #[test]
 fn the_reader_sees_uses_and_ignores_comments_and_tests() {
     let source = "use crate::cache::X;\n// crate::routes\nfn f() { crate::clock::now_ms(); }\n\
-                  #[cfg(test)]\nmod tests { use crate::startup; fn g() { } }\n\
-                  fn after() { crate::metrics::init(); }";
+                  #[cfg(test)]\nmod tests { use crate::startup; fn g() { let _ = ('}', \"}\"); } }\n\
+                  fn after() { crate::metrics::init(); let _ = r#\"crate::error\"#; }";
     let used = uses(&code_of(source));
     assert_eq!(
         used,

@@ -14,10 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failed authentications a client may make within one [`WINDOW`].
-pub const MAX_FAILURES: u32 = 10;
+pub(crate) const MAX_FAILURES: u32 = 10;
 
 /// The window failures are counted in: it opens at a client's first failure.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// Clients tracked at once: beyond it, windows that are over are forgotten first and,
 /// if every one is still open, new clients share one window, so that many addresses
@@ -26,7 +26,7 @@ const MAX_CLIENTS: usize = 100_000;
 
 /// The failed authentications of each client in its current window.
 #[derive(Default)]
-pub struct FailedAuthentications {
+pub(crate) struct FailedAuthentications {
     windows: Mutex<HashMap<Option<IpAddr>, Window>>,
 }
 
@@ -39,7 +39,7 @@ struct Window {
 
 impl FailedAuthentications {
     /// `Err(retry after)` when `client` has used up its failures in the current window.
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let key = Some(client);
         let key = if windows.contains_key(&key) {
@@ -66,7 +66,7 @@ impl FailedAuthentications {
     }
 
     /// Counts a failed authentication of `client`.
-    pub fn record(&self, client: IpAddr, now: Instant) {
+    pub(crate) fn record(&self, client: IpAddr, now: Instant) {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut key = Some(client);
         if !windows.contains_key(&key) && windows.len() >= MAX_CLIENTS {

@@ -15,10 +15,10 @@
 //! nothing), so that [`crate::configuration::Settings`] can report a bad entry by its
 //! position (`apps.NAME.allowed_domains[i]`) at start-up: serde alone cannot name it.
 
-pub mod guesses;
+pub(crate) mod guesses;
 mod proxies;
 
-pub use guesses::FailedAuthentications;
+pub(crate) use guesses::FailedAuthentications;
 pub use proxies::TrustedProxies;
 
 use sha1::{Digest, Sha1};
@@ -27,7 +27,7 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::secret::Secret;
 
 /// Shortest admin key accepted: a key a person can remember is a key someone can guess.
-pub const MIN_ADMIN_KEY_LEN: usize = 16;
+pub(crate) const MIN_ADMIN_KEY_LEN: usize = 16;
 
 /// One configured entry, as written, and what it means or why it is refused.
 #[derive(Debug, Clone)]
@@ -45,10 +45,10 @@ impl<T> Entry<T> {
 
 /// A list entry that cannot be used: its position, as written, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadEntry<'a> {
-    pub index: usize,
-    pub raw: &'a str,
-    pub problem: &'static str,
+pub(crate) struct BadEntry<'a> {
+    pub(crate) index: usize,
+    pub(crate) raw: &'a str,
+    pub(crate) problem: &'static str,
 }
 
 fn first_problem<T>(entries: &[Entry<T>]) -> Option<BadEntry<'_>> {
@@ -90,7 +90,7 @@ impl AllowedDomains {
     }
 
     /// The first entry that is not a host name or `*.domain` pattern.
-    pub fn first_problem(&self) -> Option<BadEntry<'_>> {
+    pub(crate) fn first_problem(&self) -> Option<BadEntry<'_>> {
         first_problem(&self.0)
     }
 
@@ -189,7 +189,7 @@ impl CorsOrigins {
     }
 
     /// The first entry that is not an origin or `"*"`.
-    pub fn first_problem(&self) -> Option<BadEntry<'_>> {
+    pub(crate) fn first_problem(&self) -> Option<BadEntry<'_>> {
         first_problem(&self.0)
     }
 
@@ -234,24 +234,24 @@ fn parse_origin(raw: &str) -> Result<OriginRule, &'static str> {
 /// key takes the same time whatever its length and content, and whichever key (if
 /// any) it matches.
 #[derive(Clone, Default)]
-pub struct AdminKeys {
+pub(crate) struct AdminKeys {
     digests: Vec<[u8; 20]>,
 }
 
 impl AdminKeys {
-    pub fn new(keys: &[Secret]) -> Self {
+    pub(crate) fn new(keys: &[Secret]) -> Self {
         Self {
             digests: keys.iter().map(|k| digest(k.expose())).collect(),
         }
     }
 
     /// Without keys the admin routes do not exist.
-    pub fn is_configured(&self) -> bool {
+    pub(crate) fn is_configured(&self) -> bool {
         !self.digests.is_empty()
     }
 
     /// Whether `presented` is one of the keys. Every key is compared, in constant time.
-    pub fn accepts(&self, presented: &str) -> bool {
+    pub(crate) fn accepts(&self, presented: &str) -> bool {
         let presented = digest(presented);
         let found = self
             .digests
@@ -272,14 +272,15 @@ fn digest(key: &str) -> [u8; 20] {
 }
 
 /// Why `key` cannot be an admin key, if it cannot. Never says what the key is.
-pub fn admin_key_problem(key: &Secret) -> Option<&'static str> {
+pub(crate) fn admin_key_problem(key: &Secret) -> Option<String> {
     let key = key.expose();
     if !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Some(
-            "must be printable ASCII without spaces: it travels in the Authorization header",
+            "must be printable ASCII without spaces: it travels in the Authorization header".into(),
         );
     }
-    (key.len() < MIN_ADMIN_KEY_LEN).then_some("must be at least 16 characters long")
+    (key.len() < MIN_ADMIN_KEY_LEN)
+        .then(|| format!("must be at least {MIN_ADMIN_KEY_LEN} characters long"))
 }
 
 #[cfg(test)]

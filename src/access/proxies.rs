@@ -29,7 +29,7 @@ impl TrustedProxies {
     }
 
     /// The first entry that is neither an address nor a CIDR.
-    pub fn first_problem(&self) -> Option<BadEntry<'_>> {
+    pub(crate) fn first_problem(&self) -> Option<BadEntry<'_>> {
         first_problem(&self.0)
     }
 
@@ -42,7 +42,11 @@ impl TrustedProxies {
 
     /// The client of a request from `peer` carrying the `X-Forwarded-For` values
     /// `forwarded_for` (every such header, in order).
-    pub fn client<'a>(&self, peer: IpAddr, forwarded_for: impl Iterator<Item = &'a str>) -> IpAddr {
+    pub(crate) fn client<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl Iterator<Item = &'a str>,
+    ) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }

@@ -28,20 +28,20 @@ const MAX_WAIT_WITHOUT_VALUE: Duration = Duration::from_secs(5);
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// Failed attempts in a row.
-    pub failures: u32,
+    pub(crate) failures: u32,
     /// No attempt before this (Unix ms).
-    pub next_attempt_at: u64,
+    pub(crate) next_attempt_at: u64,
     /// What the last attempt met (no secret, token or ticket: error messages never hold
     /// one), told to the requests that fail meanwhile.
-    pub cause: String,
+    pub(crate) cause: String,
 }
 
 impl Backoff {
     /// The schedule after an attempt failed at `now` with `cause`. `usable_until` is
     /// the deadline of the value still served, if any.
-    pub fn after_failure(
+    pub(crate) fn after_failure(
         previous: Option<&Backoff>,
         now: u64,
         usable_until: Option<u64>,
@@ -64,26 +64,26 @@ impl Backoff {
         }
     }
 
-    pub fn is_in_force(&self, now: u64) -> bool {
+    pub(crate) fn is_in_force(&self, now: u64) -> bool {
         now < self.next_attempt_at
     }
 
     /// The time to the next attempt, in whole seconds rounded up (`Retry-After`).
-    pub fn retry_after(&self, now: u64) -> Duration {
+    pub(crate) fn retry_after(&self, now: u64) -> Duration {
         let left_ms = self.next_attempt_at.saturating_sub(now);
         Duration::from_secs(left_ms.div_ceil(1000).max(1))
     }
 
     /// How long the store keeps the schedule.
-    pub fn store_ttl(&self, now: u64) -> Duration {
+    pub(crate) fn store_ttl(&self, now: u64) -> Duration {
         Duration::from_millis(self.next_attempt_at.saturating_sub(now)) + FORGOTTEN_AFTER
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn from_json(raw: &str) -> Option<Self> {
+    pub(crate) fn from_json(raw: &str) -> Option<Self> {
         serde_json::from_str(raw).ok()
     }
 }

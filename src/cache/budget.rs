@@ -12,9 +12,9 @@ use super::redis::StoreError;
 use super::{Credential, CredentialCache};
 
 /// WeChat allows a forced stable-token refresh at most this often...
-pub const FORCE_REFRESH_SPACING: Duration = Duration::from_secs(30);
+pub(crate) const FORCE_REFRESH_SPACING: Duration = Duration::from_secs(30);
 /// ...and this many times a (China) day.
-pub const FORCE_REFRESH_DAILY_LIMIT: u64 = 20;
+pub(crate) const FORCE_REFRESH_DAILY_LIMIT: u64 = 20;
 
 /// Invalidations of one credential on callers' requests are at least this far apart,
 /// deployment-wide (WeChat allows a forced stable-token refresh every 30 s).
@@ -50,7 +50,7 @@ impl ChinaDay {
 }
 
 /// What a caller-requested invalidation may do, by the deployment's budget.
-pub enum Allowance {
+pub(crate) enum Allowance {
     Granted,
     /// `cache.invalidations_per_day` is spent: the next China day begins in `retry_after`.
     DailyLimit {
@@ -64,7 +64,10 @@ impl CredentialCache {
     pub(super) async fn may_force_refresh(&self, id: &str, now: u64) -> Result<bool, StoreError> {
         let gate = self.keys.force_refresh_gate(id);
         if !self.store.set_nx(&gate, "1", FORCE_REFRESH_SPACING).await? {
-            log::warn!("the stable token of {id} was force-refreshed less than 30 s ago; asking without force_refresh");
+            log::warn!(
+                "the stable token of {id} was force-refreshed less than {} s ago; asking without force_refresh",
+                FORCE_REFRESH_SPACING.as_secs()
+            );
             return Ok(false);
         }
         let day = ChinaDay::of(now);

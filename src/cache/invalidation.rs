@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 
 /// What [`CredentialCache::invalidate`] did.
 #[derive(Debug)]
-pub enum Invalidation {
+pub(crate) enum Invalidation {
     /// The value was current: it was dropped and this is its replacement (the same
     /// value when WeChat hands it out again: WeChat Work, or a stable token past its
     /// forced-refresh budget).
@@ -35,7 +35,7 @@ impl CredentialCache {
     /// so a caller that held a stale value catches up without spending quota. Looked
     /// up, spaced and dropped by the app's cache id (a WeChat Work app's is
     /// `CORPID/AGENTID`: every application of a corp has its own token).
-    pub async fn invalidate(
+    pub(crate) async fn invalidate(
         self: &Arc<Self>,
         ctx: &Context,
         credential: Credential,

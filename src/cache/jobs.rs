@@ -15,13 +15,13 @@ use tokio::sync::watch;
 use super::record::Record;
 use super::CacheError;
 
-pub type Outcome = Result<Arc<Record>, CacheError>;
+pub(crate) type Outcome = Result<Arc<Record>, CacheError>;
 
 /// Where a job's result appears (`None` until it is decided).
-pub type Receiver = watch::Receiver<Option<Outcome>>;
+pub(crate) type Receiver = watch::Receiver<Option<Outcome>>;
 
 #[derive(Default)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     running: Mutex<Registry>,
 }
 
@@ -32,7 +32,7 @@ struct Registry {
 }
 
 /// The answer of [`Jobs::join_or_register`].
-pub enum Registration {
+pub(crate) enum Registration {
     /// A job is running: its result will appear here.
     Running(Receiver),
     /// No job was running: the caller runs one, publishing through `publisher`.
@@ -43,7 +43,7 @@ pub enum Registration {
 }
 
 /// The running job's handle on its registry entry.
-pub struct Publisher {
+pub(crate) struct Publisher {
     jobs: Arc<Jobs>,
     key: String,
     id: u64,
@@ -57,7 +57,7 @@ impl Jobs {
     }
 
     /// The running job of `key`, or a new registration for the caller to run.
-    pub fn join_or_register(self: &Arc<Self>, key: &str) -> Registration {
+    pub(crate) fn join_or_register(self: &Arc<Self>, key: &str) -> Registration {
         let mut registry = self.registry();
         if let Some((_, running)) = registry.by_key.get(key) {
             return Registration::Running(running.clone());
@@ -99,7 +99,7 @@ impl Jobs {
 
 impl Publisher {
     /// Leaves the registry, then publishes `outcome` to the waiting requests.
-    pub fn publish(self, outcome: Outcome) {
+    pub(crate) fn publish(self, outcome: Outcome) {
         self.jobs.unregister(&self.key, self.id);
         let _ = self.sender.send(Some(outcome));
     }

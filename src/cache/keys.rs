@@ -31,28 +31,28 @@ impl KeySpace {
     }
 
     /// When the credential's next renewal attempt may be made, after a failure.
-    pub fn backoff(&self, id: &str, credential: Credential) -> String {
+    pub(crate) fn backoff(&self, id: &str, credential: Credential) -> String {
         self.key(id, format_args!("backoff:{}", credential.name()))
     }
 
     /// Spaces forced refreshes of the stable token (WeChat: 30 s apart).
-    pub fn force_refresh_gate(&self, id: &str) -> String {
+    pub(crate) fn force_refresh_gate(&self, id: &str) -> String {
         self.key(id, format_args!("force_refresh:gate"))
     }
 
     /// Forced refreshes of the stable token on China day `day` (WeChat: 20 a day).
-    pub fn force_refresh_count(&self, id: &str, day: u64) -> String {
+    pub(crate) fn force_refresh_count(&self, id: &str, day: u64) -> String {
         self.key(id, format_args!("force_refresh:count:{day}"))
     }
 
     /// Spaces invalidations of the credential on callers' requests; holds when it
     /// reopens (Unix ms).
-    pub fn invalidate_gate(&self, id: &str, credential: Credential) -> String {
+    pub(crate) fn invalidate_gate(&self, id: &str, credential: Credential) -> String {
         self.key(id, format_args!("invalidate:gate:{}", credential.name()))
     }
 
     /// Invalidations of the credential on callers' requests on China day `day`.
-    pub fn invalidate_count(&self, id: &str, credential: Credential, day: u64) -> String {
+    pub(crate) fn invalidate_count(&self, id: &str, credential: Credential, day: u64) -> String {
         self.key(
             id,
             format_args!("invalidate:count:{}:{day}", credential.name()),

@@ -37,28 +37,28 @@ struct Known {
 }
 
 /// What a request finds in this instance, without I/O.
-pub struct Lookup {
+pub(crate) struct Lookup {
     /// The copy, if it may be served at all (possibly in its margin).
-    pub servable: Option<Arc<Record>>,
+    pub(crate) servable: Option<Arc<Record>>,
     /// The copy may be served without asking for a newer one.
-    pub usable: bool,
+    pub(crate) usable: bool,
     /// A background check of the copy is due.
-    pub check_due: bool,
+    pub(crate) check_due: bool,
     /// The deployment backs off from renewing: no attempt before this.
-    pub backoff: Option<Backoff>,
+    pub(crate) backoff: Option<Backoff>,
 }
 
 /// What this instance knows, by cache id, then by credential: looked up with the
 /// request's `&str` id, so the hot path allocates nothing.
 type Entries = HashMap<String, [Known; Credential::COUNT]>;
 
-pub struct LocalTier {
+pub(crate) struct LocalTier {
     entries: Mutex<Entries>,
     recheck: Duration,
 }
 
 impl LocalTier {
-    pub fn new(recheck: Duration) -> Self {
+    pub(crate) fn new(recheck: Duration) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             recheck,
@@ -83,7 +83,7 @@ impl LocalTier {
     }
 
     /// What a request for the credential finds here at `now` (Unix ms).
-    pub fn lookup(&self, id: &str, credential: Credential, now: u64) -> Lookup {
+    pub(crate) fn lookup(&self, id: &str, credential: Credential, now: u64) -> Lookup {
         let entries = self.entries();
         let known = entries.get(id).map(|k| &k[credential.index()]);
         let servable = known
@@ -102,14 +102,14 @@ impl LocalTier {
     }
 
     /// The copy, whatever its state.
-    pub fn copy(&self, id: &str, credential: Credential) -> Option<Arc<Record>> {
+    pub(crate) fn copy(&self, id: &str, credential: Credential) -> Option<Arc<Record>> {
         self.entries()
             .get(id)
             .and_then(|k| k[credential.index()].copy.clone())
     }
 
     /// The credentials of `id` this instance holds a copy of whose check is due.
-    pub fn due_for_a_check(&self, id: &str) -> Vec<Credential> {
+    pub(crate) fn due_for_a_check(&self, id: &str) -> Vec<Credential> {
         let entries = self.entries();
         let Some(known) = entries.get(id) else {
             return Vec::new();
@@ -126,7 +126,7 @@ impl LocalTier {
 
     /// Adopts `record` as this instance's copy, just compared with the store. A value
     /// this instance knows WeChat refused is not adopted.
-    pub fn put(&self, id: &str, credential: Credential, record: Arc<Record>) {
+    pub(crate) fn put(&self, id: &str, credential: Credential, record: Arc<Record>) {
         let next_check = Instant::now() + self.recheck;
         self.with(id, credential, |known| {
             if record.rejected || known.rejected.contains(&record.value) {
@@ -139,7 +139,7 @@ impl LocalTier {
     }
 
     /// The store could not be read: the next check waits twice as long as the last.
-    pub fn store_failed(&self, id: &str, credential: Credential) {
+    pub(crate) fn store_failed(&self, id: &str, credential: Credential) {
         self.with(id, credential, |known| {
             known.store_failures = known.store_failures.saturating_add(1);
             let wait = self
@@ -150,12 +150,12 @@ impl LocalTier {
     }
 
     /// Records the deployment's backoff (`None`: none is in force).
-    pub fn set_backoff(&self, id: &str, credential: Credential, backoff: Option<Backoff>) {
+    pub(crate) fn set_backoff(&self, id: &str, credential: Credential, backoff: Option<Backoff>) {
         self.with(id, credential, |known| known.backoff = backoff);
     }
 
     /// WeChat refused `value`: it is dropped, and never adopted again.
-    pub fn reject(&self, id: &str, credential: Credential, value: &str) {
+    pub(crate) fn reject(&self, id: &str, credential: Credential, value: &str) {
         self.with(id, credential, |known| {
             if known.copy.as_ref().is_some_and(|c| c.value == value) {
                 known.copy = None;
@@ -171,13 +171,13 @@ impl LocalTier {
     }
 
     /// WeChat handed `value` out again, refused or not: it is current after all.
-    pub fn confirm(&self, id: &str, credential: Credential, value: &str) {
+    pub(crate) fn confirm(&self, id: &str, credential: Credential, value: &str) {
         self.with(id, credential, |known| {
             known.rejected.retain(|r| r != value)
         });
     }
 
-    pub fn is_rejected(&self, id: &str, credential: Credential, value: &str) -> bool {
+    pub(crate) fn is_rejected(&self, id: &str, credential: Credential, value: &str) -> bool {
         self.entries()
             .get(id)
             .is_some_and(|k| k[credential.index()].rejected.iter().any(|r| r == value))

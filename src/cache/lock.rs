@@ -20,7 +20,7 @@ use super::redis::StoreError;
 use super::store::Store;
 
 #[must_use = "a taken lock must be released"]
-pub struct RefreshLock {
+pub(crate) struct RefreshLock {
     key: String,
     holder: String,
     held: HeldLocks,
@@ -29,7 +29,7 @@ pub struct RefreshLock {
 impl RefreshLock {
     /// Takes the lock if it is free; `None` when another process holds it, or when
     /// this process is shutting down (`held` was closed: nothing may be left behind).
-    pub async fn try_acquire(
+    pub(crate) async fn try_acquire(
         store: &Store,
         held: &HeldLocks,
         key: String,
@@ -58,7 +58,7 @@ impl RefreshLock {
     /// WeChat does not let the lock lapse under a live holder. If an extension finds
     /// the lock gone (this process stalled longer than the TTL), `work` still finishes;
     /// the store's newer-wins write keeps that harmless.
-    pub async fn keep_alive_while<T>(
+    pub(crate) async fn keep_alive_while<T>(
         &self,
         store: &Store,
         ttl: Duration,
@@ -84,7 +84,7 @@ impl RefreshLock {
     /// Releases the lock if it is still ours. A failure is logged, not returned: the
     /// lock's TTL frees it anyway, and the refresh it guarded has already succeeded or
     /// failed on its own.
-    pub async fn release(self, store: &Store) {
+    pub(crate) async fn release(self, store: &Store) {
         self.held.remove(&self.key, &self.holder);
         release(store, &self.key, &self.holder).await;
     }
@@ -112,7 +112,7 @@ async fn release(store: &Store, key: &str, holder: &str) -> bool {
 /// dropped with its worker at shutdown never releases, and that is exactly the lock
 /// this registry is for. Cheap to clone (one registry per credential cache).
 #[derive(Clone, Default)]
-pub struct HeldLocks(Arc<Mutex<Registry>>);
+pub(crate) struct HeldLocks(Arc<Mutex<Registry>>);
 
 #[derive(Default)]
 struct Registry {
@@ -148,11 +148,11 @@ impl HeldLocks {
     }
 
     /// How many locks are recorded as held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.registry().locks.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -163,7 +163,7 @@ impl HeldLocks {
     /// `store` must be usable on the calling runtime: once the server has stopped, the
     /// Redis pool's connections belong to worker runtimes that are gone, so the caller
     /// passes a store with a fresh pool (see `startup`).
-    pub async fn release_all(&self, store: &Store) -> usize {
+    pub(crate) async fn release_all(&self, store: &Store) -> usize {
         let locks: Vec<(String, String)> = {
             let mut registry = self.registry();
             registry.closed = true;

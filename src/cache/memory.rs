@@ -25,11 +25,11 @@ impl MemoryStore {
         f(&mut entries)
     }
 
-    pub fn get(&self, key: &str) -> Option<String> {
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
         self.with(|m| m.get(key).map(|(v, _)| v.clone()))
     }
 
-    pub fn put_record(&self, key: &str, record: &Record, confirmed: bool) -> bool {
+    pub(crate) fn put_record(&self, key: &str, record: &Record, confirmed: bool) -> bool {
         let ttl = Duration::from_millis(record.store_ttl_ms(crate::clock::now_ms()));
         self.with(|m| {
             let current = m.get(key).and_then(|(v, _)| Record::from_json(v));
@@ -41,7 +41,7 @@ impl MemoryStore {
         })
     }
 
-    pub fn reject(&self, key: &str, tombstone: &Record) -> bool {
+    pub(crate) fn reject(&self, key: &str, tombstone: &Record) -> bool {
         self.with(|m| match m.get_mut(key) {
             Some((raw, _)) => {
                 let current = Record::from_json(raw);
@@ -55,15 +55,15 @@ impl MemoryStore {
         })
     }
 
-    pub fn set(&self, key: &str, value: &str, ttl: Duration) {
+    pub(crate) fn set(&self, key: &str, value: &str, ttl: Duration) {
         self.with(|m| m.insert(key.to_string(), (value.to_string(), Instant::now() + ttl)));
     }
 
-    pub fn delete(&self, key: &str) {
+    pub(crate) fn delete(&self, key: &str) {
         self.with(|m| m.remove(key));
     }
 
-    pub fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> bool {
+    pub(crate) fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> bool {
         self.with(|m| {
             if m.contains_key(key) {
                 return false;
@@ -73,7 +73,7 @@ impl MemoryStore {
         })
     }
 
-    pub fn delete_if_equals(&self, key: &str, expected: &str) -> bool {
+    pub(crate) fn delete_if_equals(&self, key: &str, expected: &str) -> bool {
         self.with(|m| {
             if m.get(key).is_some_and(|(v, _)| v == expected) {
                 m.remove(key);
@@ -83,7 +83,7 @@ impl MemoryStore {
         })
     }
 
-    pub fn extend_if_equals(&self, key: &str, expected: &str, ttl: Duration) -> bool {
+    pub(crate) fn extend_if_equals(&self, key: &str, expected: &str, ttl: Duration) -> bool {
         self.with(|m| match m.get_mut(key) {
             Some((value, deadline)) if value == expected => {
                 *deadline = Instant::now() + ttl;
@@ -93,7 +93,7 @@ impl MemoryStore {
         })
     }
 
-    pub fn incr_with_ttl(&self, key: &str, ttl: Duration) -> u64 {
+    pub(crate) fn incr_with_ttl(&self, key: &str, ttl: Duration) -> u64 {
         self.with(|m| {
             let entry = m
                 .entry(key.to_string())

@@ -40,9 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget::{ChinaDay, INVALIDATE_SPACING};
-pub use invalidation::Invalidation;
+pub(crate) use invalidation::Invalidation;
 pub use keys::KeySpace;
-pub use lock::{HeldLocks, RefreshLock};
+pub(crate) use lock::{HeldLocks, RefreshLock};
 pub use memory::MemoryStore;
 pub use record::{Record, MAX_LIFE_SECS};
 pub use redis::{RedisStore, StoreError};
@@ -55,7 +55,7 @@ use local::LocalTier;
 use outage::OutageLog;
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     #[error("the credential store failed: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -96,7 +96,7 @@ impl Credential {
     }
 
     /// Its name in keys, logs, metrics and routes.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::AccessToken => "access_token",
             Self::JsapiTicket => "jsapi_ticket",
@@ -118,12 +118,12 @@ impl Credential {
 
 /// What a job needs besides the cache: the app and this worker's WeChat client.
 #[derive(Clone)]
-pub struct Context {
-    pub app: Arc<AppSettings>,
-    pub wechat: Arc<WechatClient>,
+pub(crate) struct Context {
+    pub(crate) app: Arc<AppSettings>,
+    pub(crate) wechat: Arc<WechatClient>,
 }
 
-pub struct CredentialCache {
+pub(crate) struct CredentialCache {
     store: Store,
     keys: KeySpace,
     settings: CacheSettings,
@@ -136,7 +136,7 @@ pub struct CredentialCache {
 }
 
 impl CredentialCache {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         keys: KeySpace,
         settings: CacheSettings,
@@ -155,32 +155,32 @@ impl CredentialCache {
         }
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
     /// The refresh locks this instance holds (for shutdown: [`HeldLocks::release_all`]).
-    pub fn held_locks(&self) -> &HeldLocks {
+    pub(crate) fn held_locks(&self) -> &HeldLocks {
         &self.held_locks
     }
 
     /// A usable JS-SDK ticket for the app (`wx.config`).
-    pub async fn jsapi_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
+    pub(crate) async fn jsapi_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
         self.get(ctx, Credential::JsapiTicket).await
     }
 
     /// A usable card api_ticket for the app (`wx.chooseCard`, `wx.addCard`).
-    pub async fn card_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
+    pub(crate) async fn card_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
         self.get(ctx, Credential::CardTicket).await
     }
 
     /// A usable agent ticket for the WeChat Work app (`wx.agentConfig`).
-    pub async fn agent_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
+    pub(crate) async fn agent_ticket(self: &Arc<Self>, ctx: &Context) -> Outcome {
         self.get(ctx, Credential::AgentTicket).await
     }
 
     /// A usable access token for the app.
-    pub async fn access_token(self: &Arc<Self>, ctx: &Context) -> Outcome {
+    pub(crate) async fn access_token(self: &Arc<Self>, ctx: &Context) -> Outcome {
         self.get(ctx, Credential::AccessToken).await
     }
 

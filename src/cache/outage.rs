@@ -15,7 +15,7 @@ struct Down {
     failures: u64,
 }
 
-pub struct OutageLog {
+pub(crate) struct OutageLog {
     down: Mutex<Option<Down>>,
     reminders: Throttle,
 }
@@ -30,7 +30,7 @@ impl Default for OutageLog {
 }
 
 impl OutageLog {
-    pub fn failed(&self, error: &StoreError) {
+    pub(crate) fn failed(&self, error: &StoreError) {
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         match down.as_mut() {
             None => {
@@ -55,7 +55,7 @@ impl OutageLog {
         }
     }
 
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = down.take() {
             log::info!(

@@ -155,33 +155,33 @@ impl Record {
     }
 
     /// Served without a second thought: before the safety margin.
-    pub fn is_usable(&self, now: u64) -> bool {
+    pub(crate) fn is_usable(&self, now: u64) -> bool {
         !self.rejected && now < self.usable_until
     }
 
     /// May be served at all: before WeChat's expiry (in the margin only as a last
     /// resort, when nothing newer can be had).
-    pub fn is_servable(&self, now: u64) -> bool {
+    pub(crate) fn is_servable(&self, now: u64) -> bool {
         !self.rejected && now < self.expires_at
     }
 
-    pub fn is_due_for_renewal(&self, now: u64) -> bool {
+    pub(crate) fn is_due_for_renewal(&self, now: u64) -> bool {
         now >= self.renew_at
     }
 
     /// WeChat handed this value out again: it is served to its expiry.
-    pub fn is_reissued(&self) -> bool {
+    pub(crate) fn is_reissued(&self) -> bool {
         self.usable_until == self.expires_at
     }
 
     /// Milliseconds until the record may no longer be served.
-    pub fn ttl_ms(&self, now: u64) -> u64 {
+    pub(crate) fn ttl_ms(&self, now: u64) -> u64 {
         self.expires_at.saturating_sub(now).max(1)
     }
 
     /// Milliseconds the store keeps the record: past its expiry, so that a value WeChat
     /// hands out again can still be recognised (see [`Record::from_fetched`]).
-    pub fn store_ttl_ms(&self, now: u64) -> u64 {
+    pub(crate) fn store_ttl_ms(&self, now: u64) -> u64 {
         self.ttl_ms(now).saturating_add(KEEP_AFTER_EXPIRY_MS)
     }
 
@@ -206,7 +206,7 @@ impl Record {
     /// can carry an earlier `expires_at` (WeChat states whole seconds). Of two values,
     /// the one that lasts longer is newer: a slow writer never puts an older value
     /// over a newer one.
-    pub fn supersedes(&self, other: &Record) -> bool {
+    pub(crate) fn supersedes(&self, other: &Record) -> bool {
         if self.value == other.value {
             return self.renew_at > other.renew_at;
         }
@@ -219,7 +219,7 @@ impl Record {
     /// whatever its `renew_at`, so that an instance's copy of a refused value is never
     /// put back, or to the very value it buries when WeChat just handed that out again
     /// (`confirmed`).
-    pub fn replaces(&self, current: &Record, confirmed: bool) -> bool {
+    pub(crate) fn replaces(&self, current: &Record, confirmed: bool) -> bool {
         if current.rejected {
             return self.expires_at > current.expires_at
                 || (confirmed && self.value == current.value);
@@ -230,7 +230,7 @@ impl Record {
     /// When the value's writer thought it was first fetched, if that is further ahead
     /// of `now` than clocks may disagree: the deadlines of this record come from a
     /// clock that runs ahead of this instance's (by at least the returned ms).
-    pub fn clock_ahead_by(&self, now: u64) -> Option<u64> {
+    pub(crate) fn clock_ahead_by(&self, now: u64) -> Option<u64> {
         const TOLERANCE_MS: u64 = 2_000;
         let ahead = self.fetched_at.saturating_sub(now);
         (ahead > TOLERANCE_MS).then_some(ahead)

@@ -225,12 +225,12 @@ impl RedisStore {
             .map_err(|_| StoreError::Timeout(self.timeout.as_millis() as u64))?
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await
     }
 
-    pub async fn put_record(
+    pub(crate) async fn put_record(
         &self,
         key: &str,
         record: &Record,
@@ -255,7 +255,7 @@ impl RedisStore {
         Ok(written == 1)
     }
 
-    pub async fn reject(&self, key: &str, tombstone: &Record) -> Result<bool, StoreError> {
+    pub(crate) async fn reject(&self, key: &str, tombstone: &Record) -> Result<bool, StoreError> {
         let json = tombstone.to_json();
         let buried: i64 = self
             .run(|mut c| async move {
@@ -270,7 +270,12 @@ impl RedisStore {
         Ok(buried == 1)
     }
 
-    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let ttl = ttl.as_millis().max(1) as u64;
         self.run(|mut c| async move {
             redis::cmd("SET")
@@ -284,12 +289,17 @@ impl RedisStore {
         .await
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.run(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
             .await
     }
 
-    pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+    pub(crate) async fn set_nx(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let ttl = ttl.as_millis().max(1) as u64;
         let answer: Option<String> = self
             .run(|mut c| async move {
@@ -306,7 +316,11 @@ impl RedisStore {
         Ok(answer.is_some())
     }
 
-    pub async fn delete_if_equals(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_if_equals(
+        &self,
+        key: &str,
+        expected: &str,
+    ) -> Result<bool, StoreError> {
         let deleted: i64 = self
             .run(|mut c| async move {
                 self.delete_if_equals
@@ -319,7 +333,7 @@ impl RedisStore {
         Ok(deleted == 1)
     }
 
-    pub async fn extend_if_equals(
+    pub(crate) async fn extend_if_equals(
         &self,
         key: &str,
         expected: &str,
@@ -339,7 +353,7 @@ impl RedisStore {
         Ok(extended == 1)
     }
 
-    pub async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> Result<u64, StoreError> {
+    pub(crate) async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> Result<u64, StoreError> {
         let ttl = ttl.as_millis().max(1) as u64;
         self.run(|mut c| async move {
             self.incr_with_ttl
@@ -354,7 +368,7 @@ impl RedisStore {
     /// Whether Redis answers. On a cluster, one node answering is enough: a plain
     /// `PING` is sent to every primary and needs each one's answer, so a single slow or
     /// failing node would take every instance out of the load balancer at once.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self
             .run(|c| async move {
                 match c {

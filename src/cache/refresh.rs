@@ -39,7 +39,7 @@ fn waited_by_request() -> bool {
 /// What this instance knows after comparing its copy with the store.
 pub(super) struct Known {
     /// The value to serve, if any may be (possibly in its margin).
-    pub current: Option<Arc<Record>>,
+    pub(crate) current: Option<Arc<Record>>,
     /// The newest record seen, expired or refused ones included: a value WeChat hands
     /// out again is recognised by it, and keeps its first expiry.
     newest: Option<Arc<Record>>,

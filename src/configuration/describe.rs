@@ -9,11 +9,11 @@ use config::{Config, Map, Value, ValueKind};
 
 /// One setting as it would be used.
 pub struct Described {
-    pub key: String,
+    pub(crate) key: String,
     /// Shown as it would be read, or masked.
-    pub value: String,
+    pub(crate) value: String,
     /// `default`, the file's path, or `environment`.
-    pub source: String,
+    pub(crate) source: String,
 }
 
 impl fmt::Display for Described {

@@ -16,11 +16,11 @@ use crate::secret::Secret;
 mod describe;
 mod keys;
 
-pub use describe::Described;
+pub(crate) use describe::Described;
 
 /// The name of the app that serves the short, seed-compatible routes (`/wxJssdk...`)
 /// when several apps are configured.
-pub const DEFAULT_APP: &str = "default";
+pub(crate) const DEFAULT_APP: &str = "default";
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -500,7 +500,7 @@ fn problem_of(message: &str) -> String {
 
 /// A name a verification file may have: what WeChat hands out (`MP_verify_…`,
 /// `WW_verify_…`) and nothing that could name another route.
-pub fn is_verify_file_name(name: &str) -> bool {
+pub(crate) fn is_verify_file_name(name: &str) -> bool {
     name.strip_suffix(".txt").is_some_and(|stem| {
         !stem.is_empty()
             && stem.len() <= 64
@@ -774,7 +774,7 @@ impl Settings {
         self.validate_verify_files()?;
         for (i, key) in self.admin.keys.iter().enumerate() {
             if let Some(problem) = admin_key_problem(key) {
-                return Err(invalid(format!("admin.keys[{i}]"), problem));
+                return Err(invalid(format!("admin.keys[{i}]"), &problem));
             }
         }
         Ok(())

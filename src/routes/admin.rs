@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::{AppState, SelectedApp};
 use crate::access::guesses;
-use crate::cache::{Context, Credential, Invalidation, Record};
+use crate::cache::{Context, Credential, Invalidation, Record, INVALIDATE_SPACING};
 use crate::clock::now_ms;
 use crate::configuration::AppKind;
 use crate::error::{ApiError, Detailed};
@@ -28,7 +28,7 @@ use crate::limits::read_body;
 use crate::wechat::WechatClient;
 
 /// `GET /v1/apps/{name}/access_token`: the shared token, as the signing path uses it.
-pub async fn access_token(
+pub(crate) async fn access_token(
     req: HttpRequest,
     state: web::Data<AppState>,
     wechat: web::Data<WechatClient>,
@@ -39,7 +39,7 @@ pub async fn access_token(
 }
 
 /// The route of `POST /v1/apps/{name}/{credential}/invalidate`.
-pub fn invalidation(credential: Credential) -> actix_web::Route {
+pub(crate) fn invalidation(credential: Credential) -> actix_web::Route {
     web::post().to(
         move |req: HttpRequest,
               payload: web::Payload,
@@ -80,9 +80,10 @@ async fn invalidate(
         Invalidation::NotCurrent(current) => Ok(answer(credential, Some(false), &current)),
         Invalidation::TooSoon { retry_after } => Err(Detailed(limited(
             format!(
-                "this app's {} was already invalidated in the last 30 s (once per 30 s per \
-                 app), and the value sent is still the current one",
-                credential.name()
+                "this app's {} was already invalidated in the last {spacing} s (once per \
+                 {spacing} s per app), and the value sent is still the current one",
+                credential.name(),
+                spacing = INVALIDATE_SPACING.as_secs()
             ),
             retry_after,
         ))),
@@ -210,7 +211,7 @@ fn answer(credential: Credential, invalidated: Option<bool>, current: &Record) -
 }
 
 /// Whether the admin routes exist: only with at least one key configured.
-pub fn enabled(ctx: &actix_web::guard::GuardContext<'_>) -> bool {
+pub(crate) fn enabled(ctx: &actix_web::guard::GuardContext<'_>) -> bool {
     ctx.app_data::<web::Data<AppState>>()
         .is_some_and(|state| state.admin.is_configured())
 }

@@ -67,7 +67,7 @@ struct ChooseCard {
     card_sign: String,
 }
 
-pub async fn sign(
+pub(crate) async fn sign(
     app: SelectedApp,
     req: HttpRequest,
     payload: web::Payload,

@@ -26,7 +26,7 @@ const MAX_AGE: &str = "600";
 
 /// Middleware of the signing routes: answers allowed preflights itself, and marks the
 /// answers to allowed origins (errors included, so a page can read why it failed).
-pub async fn cors(
+pub(crate) async fn cors(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
@@ -74,7 +74,7 @@ pub async fn cors(
 
 /// `OPTIONS` on a signing route that is not an allowed preflight: the methods it takes,
 /// and no CORS header (for a preflight, the browser then blocks the call).
-pub async fn options(_app: SelectedApp) -> HttpResponse {
+pub(crate) async fn options(_app: SelectedApp) -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header((header::ALLOW, METHODS))
         .finish()

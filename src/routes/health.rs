@@ -11,13 +11,13 @@ use crate::error::ApiError;
 use crate::log_throttle::warn_throttled;
 
 /// The process is up and serving HTTP.
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// The instance can do its job: the store answers. `503 {"status": "unready",
 /// "reason": "store"}` otherwise.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if let Err(e) = state.cache.store().ping().await {
         warn_throttled("readyz_store", || {
             format!("readiness: the credential store does not answer: {e}")
@@ -31,7 +31,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: this process's metrics in the Prometheus text format.
-pub async fn metrics() -> Result<HttpResponse, ApiError> {
+pub(crate) async fn metrics() -> Result<HttpResponse, ApiError> {
     let (body, content_type) =
         crate::metrics::render().map_err(|e| ApiError::Unavailable(format!("metrics: {e}")))?;
     Ok(HttpResponse::Ok()

@@ -40,7 +40,7 @@ struct AgentConfig<'a> {
     signature: String,
 }
 
-pub async fn config(
+pub(crate) async fn config(
     app: SelectedApp,
     req: HttpRequest,
     payload: web::Payload,

@@ -27,24 +27,24 @@ use crate::error::ApiError;
 use crate::wechat::WechatClient;
 
 /// Shared by every worker.
-pub struct AppState {
-    pub apps: Apps,
-    pub cache: Arc<CredentialCache>,
+pub(crate) struct AppState {
+    pub(crate) apps: Apps,
+    pub(crate) cache: Arc<CredentialCache>,
     /// Keys of the admin routes (`admin.keys`); none: those routes do not exist.
-    pub admin: AdminKeys,
+    pub(crate) admin: AdminKeys,
     /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
-    pub verify_max_age_secs: u64,
+    pub(crate) verify_max_age_secs: u64,
     /// Who guessed admin keys wrong lately.
-    pub failed_authentications: FailedAuthentications,
+    pub(crate) failed_authentications: FailedAuthentications,
     /// `server.trusted_proxies`: how the client of a request is found.
-    pub trusted_proxies: TrustedProxies,
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl AppState {
     /// The client of `req`: its peer, or behind trusted proxies the address they
     /// forwarded. A request without a peer (only in-process tests make those) is
     /// counted as the unspecified address.
-    pub fn client_of(&self, req: &HttpRequest) -> IpAddr {
+    pub(crate) fn client_of(&self, req: &HttpRequest) -> IpAddr {
         let peer = req
             .peer_addr()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -57,7 +57,7 @@ impl AppState {
 }
 
 /// The configured apps, by name.
-pub struct Apps {
+pub(crate) struct Apps {
     by_name: BTreeMap<String, Arc<AppSettings>>,
     default: Option<String>,
     /// Every app's domain verification files, by name (one content per name: checked
@@ -66,7 +66,7 @@ pub struct Apps {
 }
 
 impl Apps {
-    pub fn from_settings(settings: &Settings) -> Self {
+    pub(crate) fn from_settings(settings: &Settings) -> Self {
         Self {
             by_name: settings
                 .apps
@@ -87,12 +87,8 @@ impl Apps {
         self.verify_files.get(name).map(String::as_str)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
     }
 
     fn named(&self, name: &str) -> Result<Arc<AppSettings>, ApiError> {
@@ -110,11 +106,11 @@ impl Apps {
 
 /// The app a request is for: `{name}` in `/v1/apps/{name}/...`, or the default app
 /// on the short routes.
-pub struct SelectedApp(pub Arc<AppSettings>);
+pub(crate) struct SelectedApp(pub(crate) Arc<AppSettings>);
 
 impl SelectedApp {
     /// What the cache needs to fetch this app's credentials on this worker.
-    pub fn context(&self, wechat: web::Data<WechatClient>) -> Context {
+    pub(crate) fn context(&self, wechat: web::Data<WechatClient>) -> Context {
         Context {
             app: self.0.clone(),
             wechat: wechat.into_inner(),
@@ -144,7 +140,7 @@ impl FromRequest for SelectedApp {
 /// `/metrics` is served here unless an operations listener serves it
 /// ([`configure_ops`]); the probes are served on both, since load balancers probe
 /// the public one.
-pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     probes(cfg);
     if with_metrics {
         cfg.service(metrics());
@@ -190,7 +186,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
 }
 
 /// The routes of the operations listener (`server.ops_bind`).
-pub fn configure_ops(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure_ops(cfg: &mut web::ServiceConfig) {
     probes(cfg);
     cfg.service(metrics());
 }
@@ -270,7 +266,7 @@ fn with_methods(resource: actix_web::Resource) -> actix_web::Resource {
 }
 
 /// Answers unknown paths with a JSON 404.
-pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+pub(crate) async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 

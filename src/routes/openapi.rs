@@ -12,7 +12,7 @@ use actix_web::HttpResponse;
 /// The document, compiled in: served as is, no parsing at run time.
 const DOCUMENT: &str = include_str!("openapi.json");
 
-pub async fn document() -> HttpResponse {
+pub(crate) async fn document() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType::json())
         .insert_header((header::CACHE_CONTROL, "no-cache"))

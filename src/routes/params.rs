@@ -7,13 +7,13 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// The query string as `T`.
-pub fn from_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+pub(crate) fn from_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     parse_query(req.query_string())
 }
 
 /// A raw query string as `T`. Kept apart from [`from_query`] so that it can be
 /// exercised without a request (see [`super::parse_request_params`]).
-pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     if !decodes_to_utf8(query.as_bytes()) {
         return Err(ApiError::InvalidQuery(NOT_UTF8.into()));
     }
@@ -21,7 +21,7 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
 }
 
 /// The body as `T`, by its content type; `None` when there is no body.
-pub async fn from_body<T: DeserializeOwned>(
+pub(crate) async fn from_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Option<T>, ApiError> {
@@ -36,7 +36,7 @@ pub async fn from_body<T: DeserializeOwned>(
 
 /// A body already read, as `T`, by its `content_type`; `None` when it is empty. The
 /// pure half of [`from_body`], which the fuzzer reaches without a runtime.
-pub fn parse_body<T: DeserializeOwned>(
+pub(crate) fn parse_body<T: DeserializeOwned>(
     content_type: &str,
     body: &[u8],
 ) -> Result<Option<T>, ApiError> {

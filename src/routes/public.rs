@@ -55,13 +55,13 @@ const FILES: &[File] = &[
 ];
 
 /// `GET|HEAD /wxJssdk/public/{file}`.
-pub async fn file(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn file(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     serve(&name)
 }
 
 /// `GET|HEAD /{file}.txt`: a domain verification file of `apps.NAME.domain_verify_files`
 /// (`MP_verify_….txt`), its content as plain text, exactly as configured.
-pub async fn verify_file(
+pub(crate) async fn verify_file(
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -73,14 +73,14 @@ pub async fn verify_file(
 }
 
 /// `GET|HEAD /wxJssdk/public/`: the demo page.
-pub async fn index() -> Result<HttpResponse, ApiError> {
+pub(crate) async fn index() -> Result<HttpResponse, ApiError> {
     serve("index.html")
 }
 
 /// `/wxJssdk/public` without the slash: the demo's relative script URLs would resolve
 /// one level too high, so send the browser to the folder. The location is relative, so
 /// it stays right behind a proxy that mounts the service under a prefix.
-pub async fn folder() -> HttpResponse {
+pub(crate) async fn folder() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "public/"))
         .finish()

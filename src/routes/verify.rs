@@ -65,7 +65,7 @@ fn plain_text(body: String) -> HttpResponse {
 }
 
 /// WeChat checks the server URL by expecting `echostr` back verbatim.
-pub async fn server_url_check(
+pub(crate) async fn server_url_check(
     app: SelectedApp,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -78,7 +78,7 @@ pub async fn server_url_check(
 
 /// A message or event push. This service answers none of them, and `success` tells
 /// WeChat so (anything else within 5 s makes users see "service unavailable").
-pub async fn message_push(
+pub(crate) async fn message_push(
     app: SelectedApp,
     req: HttpRequest,
     payload: web::Payload,

@@ -89,7 +89,7 @@ impl WechatError {
     /// What kind of failure, in a few fixed words: the `result` label of
     /// `wxjssdk_upstream_calls_total` (never the message, which would make a series per
     /// errmsg).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::InvalidCredential(_) => "invalid_credential",
             Self::QuotaExceeded => "quota",

@@ -64,7 +64,7 @@ pub fn verify_server_signature(token: &str, timestamp: &str, nonce: &str, signat
 /// A fresh `nonceStr`: 32 random alphanumeric characters, from the thread's
 /// cryptographically secure generator (seeded by the OS, no system call per nonce:
 /// this is on every signature's path).
-pub fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), 32)
 }
