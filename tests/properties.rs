@@ -119,6 +119,7 @@ proptest! {
     #[test]
     fn page_url_accepts_only_signable_prefixes(raw in page_like_url()) {
         if let Ok(url) = page_url(&raw) {
+            let url = url.as_str();
             prop_assert!(raw.starts_with(url), "not a prefix of the input");
             prop_assert!(!url.contains('#'));
             prop_assert!(url.len() <= MAX_URL_LEN);

@@ -8,6 +8,7 @@ use wx_jssdk::wechat::signature::{page_url, MAX_URL_LEN};
 fuzz_target!(|data: &[u8]| {
     let raw = String::from_utf8_lossy(data);
     if let Ok(url) = page_url(&raw) {
+        let url = url.as_str();
         assert_eq!(url, raw.split('#').next().unwrap());
         assert!(url.len() <= MAX_URL_LEN);
         let scheme = url.get(..8).unwrap_or(url).to_ascii_lowercase();

@@ -94,19 +94,17 @@ impl AllowedDomains {
         first_problem(&self.0)
     }
 
-    /// `Some(host)` when a page at `page_url` (an absolute http(s) URL, already checked)
-    /// may not be signed: its host is outside the list. `None` when it may.
+    /// `Some(host)` when a page on `host` may not be signed: the host is outside the
+    /// list. `None` when it may.
     ///
-    /// The host is compared as the URL parser leaves it: lowercased, IDNA-encoded,
-    /// without the port (a page on `example.com:8443` is on the safe domain
-    /// `example.com`), and without a final dot.
-    pub fn refused_host(&self, page_url: &str) -> Option<String> {
+    /// `host` is compared as the URL parser leaves a page's host (what
+    /// `wechat::signature::PageUrl::host` gives): lowercased, IDNA-encoded, without the
+    /// port (a page on `example.com:8443` is on the safe domain `example.com`), and
+    /// without a final dot.
+    pub fn refused_host(&self, host: &str) -> Option<String> {
         if self.is_empty() {
             return None;
         }
-        let parsed = url::Url::parse(page_url).ok();
-        let host = parsed.as_ref().and_then(url::Url::host_str).unwrap_or("");
-        let host = host.strip_suffix('.').unwrap_or(host);
         let allowed = self.0.iter().any(|entry| match &entry.parsed {
             Ok(HostPattern::Exact(exact)) => host == exact,
             Ok(HostPattern::Below(suffix)) => host.len() > suffix.len() && host.ends_with(suffix),
@@ -287,6 +285,12 @@ pub(crate) fn admin_key_problem(key: &Secret) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The refused host of a page at `url`, as the route finds it.
+    fn refused_at(d: &AllowedDomains, url: &str) -> Option<String> {
+        let page = crate::wechat::signature::page_url(url).expect("a page URL");
+        d.refused_host(page.host())
+    }
+
     fn domains(patterns: &[&str]) -> AllowedDomains {
         let domains = AllowedDomains::new(patterns.iter().copied());
         assert_eq!(domains.first_problem(), None, "{patterns:?}");
@@ -301,7 +305,7 @@ mod tests {
             "http://EXAMPLE.com:8443/a?b#c",
             "https://example.com./x",
         ] {
-            assert_eq!(d.refused_host(allowed), None, "{allowed}");
+            assert_eq!(refused_at(&d, allowed), None, "{allowed}");
         }
         for (refused, host) in [
             ("https://www.example.com/", "www.example.com"),
@@ -309,7 +313,7 @@ mod tests {
             ("https://example.com.evil.net/", "example.com.evil.net"),
             ("https://user@evil.net/?example.com", "evil.net"),
         ] {
-            assert_eq!(d.refused_host(refused).as_deref(), Some(host), "{refused}");
+            assert_eq!(refused_at(&d, refused).as_deref(), Some(host), "{refused}");
         }
     }
 
@@ -317,24 +321,24 @@ mod tests {
     fn wildcards_match_subdomains_at_any_depth_but_not_the_domain_itself() {
         let d = domains(&["*.example.com"]);
         for allowed in ["https://a.example.com/", "https://a.b.c.EXAMPLE.com:81/"] {
-            assert_eq!(d.refused_host(allowed), None, "{allowed}");
+            assert_eq!(refused_at(&d, allowed), None, "{allowed}");
         }
         for refused in [
             "https://example.com/",
             "https://badexample.com/",
             "https://a.example.com.evil.net/",
         ] {
-            assert!(d.refused_host(refused).is_some(), "{refused}");
+            assert!(refused_at(&d, refused).is_some(), "{refused}");
         }
     }
 
     #[test]
     fn an_empty_list_allows_any_host_and_international_names_match_encoded() {
-        assert_eq!(AllowedDomains::default().refused_host("https://x.y/"), None);
+        assert_eq!(refused_at(&AllowedDomains::default(), "https://x.y/"), None);
         let d = domains(&["*.bücher.example", "127.0.0.1"]);
-        assert_eq!(d.refused_host("https://www.BÜCHER.example/"), None);
-        assert_eq!(d.refused_host("http://127.0.0.1:8080/"), None);
-        assert!(d.refused_host("http://[::1]/").is_some());
+        assert_eq!(refused_at(&d, "https://www.BÜCHER.example/"), None);
+        assert_eq!(refused_at(&d, "http://127.0.0.1:8080/"), None);
+        assert!(refused_at(&d, "http://[::1]/").is_some());
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub(crate) async fn config(
     let raw = requested_url(&req, payload).await?;
     let url = page_url(&raw)?;
     // Before any cache or WeChat work: a page WeChat would refuse costs nothing.
-    if let Some(host) = app.0.allowed_domains.refused_host(url) {
+    if let Some(host) = app.0.allowed_domains.refused_host(url.host()) {
         return Err(ApiError::DomainNotAllowed(host));
     }
     let ctx = app.context(wechat);
@@ -64,7 +64,7 @@ pub(crate) async fn config(
                 corpid: &app.0.appid,
                 agentid,
                 timestamp,
-                signature: sign_url(&agent_ticket.value, &nonce_str, timestamp, url),
+                signature: sign_url(&agent_ticket.value, &nonce_str, timestamp, url.as_str()),
                 nonce_str,
             })
         }
@@ -76,9 +76,9 @@ pub(crate) async fn config(
         .json(JssdkConfig {
             app_id: &app.0.appid,
             timestamp,
-            signature: sign_url(&ticket.value, &nonce_str, timestamp, url),
+            signature: sign_url(&ticket.value, &nonce_str, timestamp, url.as_str()),
             nonce_str,
-            url,
+            url: url.as_str(),
             agent_config,
         }))
 }

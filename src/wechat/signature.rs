@@ -80,11 +80,33 @@ pub enum PageUrlError {
     NotHttp,
 }
 
+/// A page URL that can be signed: what [`page_url`] accepted, so that code holding one
+/// need not check it again. It keeps the string WeChat compares, byte for byte, and
+/// the host the page is on, as the URL parser leaves it (lowercase, IDNA-encoded,
+/// without port or final dot), which is what the safe domains are compared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageUrl {
+    signed: String,
+    host: String,
+}
+
+impl PageUrl {
+    /// The string to sign: the page's URL up to `#`.
+    pub fn as_str(&self) -> &str {
+        &self.signed
+    }
+
+    /// The host the page is on.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
 /// The URL to sign for a page: the page's own URL without `#` and what follows (WeChat
 /// signs it that way), otherwise byte for byte as given, since any re-encoding would
 /// produce a signature for a different string than the one the page checks.
 /// Only absolute `http`/`https` URLs with a host are accepted.
-pub fn page_url(raw: &str) -> Result<&str, PageUrlError> {
+pub fn page_url(raw: &str) -> Result<PageUrl, PageUrlError> {
     if raw.len() > MAX_URL_LEN {
         return Err(PageUrlError::TooLong);
     }
@@ -100,10 +122,14 @@ pub fn page_url(raw: &str) -> Result<&str, PageUrlError> {
     let without_fragment = raw.split('#').next().unwrap_or(raw);
     let parsed = url::Url::parse(without_fragment).map_err(|_| PageUrlError::NotHttp)?;
     let is_http = matches!(parsed.scheme(), "http" | "https");
-    if !is_http || parsed.host_str().is_none_or(str::is_empty) {
+    let host = parsed.host_str().unwrap_or_default();
+    if !is_http || host.is_empty() {
         return Err(PageUrlError::NotHttp);
     }
-    Ok(without_fragment)
+    Ok(PageUrl {
+        signed: without_fragment.to_string(),
+        host: host.strip_suffix('.').unwrap_or(host).to_string(),
+    })
 }
 
 /// Whether `raw` spells out `scheme://host` as a page's `location.href` always does.
@@ -180,17 +206,41 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// What `page_url` would sign for `raw`, if anything.
+    fn signed(raw: &str) -> Result<String, PageUrlError> {
+        page_url(raw).map(|url| url.as_str().to_string())
+    }
+
     #[test]
     fn page_url_cuts_fragment_and_keeps_the_rest_verbatim() {
         assert_eq!(
-            page_url("https://a.example.com/p?x=%E4%BD%A0&y=1#/route?z"),
-            Ok("https://a.example.com/p?x=%E4%BD%A0&y=1")
+            signed("https://a.example.com/p?x=%E4%BD%A0&y=1#/route?z"),
+            Ok("https://a.example.com/p?x=%E4%BD%A0&y=1".into())
         );
-        assert_eq!(page_url("http://a.example.com"), Ok("http://a.example.com"));
         assert_eq!(
-            page_url("HTTPS://A.example.com/"),
-            Ok("HTTPS://A.example.com/")
+            signed("http://a.example.com"),
+            Ok("http://a.example.com".into())
         );
+        assert_eq!(
+            signed("HTTPS://A.example.com/"),
+            Ok("HTTPS://A.example.com/".into())
+        );
+    }
+
+    #[test]
+    fn the_host_is_the_one_safe_domains_are_compared_with() {
+        for (raw, host) in [
+            ("HTTPS://A.Example.COM:8443/x", "a.example.com"),
+            ("https://example.com./x", "example.com"),
+            ("https://www.BÜCHER.example/", "www.xn--bcher-kva.example"),
+            ("https://user@evil.net/?example.com", "evil.net"),
+        ] {
+            assert_eq!(
+                page_url(raw).map(|u| u.host().to_string()),
+                Ok(host.into()),
+                "{raw}"
+            );
+        }
     }
 
     #[test]
@@ -214,22 +264,22 @@ mod tests {
             "http:/a.com/p",
             "https:\\\\a.com\\p",
         ] {
-            assert_eq!(page_url(bad), Err(PageUrlError::NotHttp), "{bad}");
+            assert_eq!(signed(bad), Err(PageUrlError::NotHttp), "{bad}");
         }
         assert_eq!(
-            page_url("http://a.com/\r\nX: y"),
+            signed("http://a.com/\r\nX: y"),
             Err(PageUrlError::ControlCharacters)
         );
         assert_eq!(
-            page_url("http://a.com/ x"),
+            signed("http://a.com/ x"),
             Err(PageUrlError::ControlCharacters)
         );
         let long = format!("http://a.com/{}", "x".repeat(MAX_URL_LEN));
-        assert_eq!(page_url(&long), Err(PageUrlError::TooLong));
+        assert_eq!(signed(&long), Err(PageUrlError::TooLong));
         // The limit itself is allowed.
         let longest = format!("http://a.com/{}", "x".repeat(MAX_URL_LEN - 13));
         assert_eq!(longest.len(), MAX_URL_LEN);
-        assert_eq!(page_url(&longest), Ok(longest.as_str()));
-        assert_eq!(page_url(&format!("{longest}x")), Err(PageUrlError::TooLong));
+        assert_eq!(signed(&longest), Ok(longest.clone()));
+        assert_eq!(signed(&format!("{longest}x")), Err(PageUrlError::TooLong));
     }
 }
