@@ -33,9 +33,12 @@
  *       debug        wx.config's debug flag: WeChat alerts every result (default false)
  *       sdkUrl       the official JS-SDK to load when window.wx is missing
  *       timeout      ms to wait for the service and for WeChat's verdict (default 10000)
- *       onEvent      function (name, detail): what happens, for logs and demos:
- *                    'sign' {url, attempt}, 'config' {url, appId, timestamp, nonceStr,
- *                    signature, attempt}, 'retry' {error, url}, 'ready' {url, attempts},
+ *       onEvent      function (name, detail): what happens, for logs and demos, in
+ *                    this order: 'sign' {url, attempt}; 'config' {url, appId,
+ *                    timestamp, nonceStr, signature, attempt} (the service's answer,
+ *                    before the SDK is needed); 'sdk' {ok, error} (the official
+ *                    JS-SDK is there: once; or could not be loaded: each time it is
+ *                    tried); then 'retry' {error, url}, 'ready' {url, attempts},
  *                    'fail' {error}, 'share' {api, ok, errMsg}, 'agentConfig' {ok, errMsg}
  *
  *   wxJssdk.share(card [, options])
@@ -60,6 +63,9 @@
  * message saying what to do about it.
  *
  * Rules it follows:
+ *   - It signs the page first and loads the SDK after: the signature is there (in
+ *     'config') even where the SDK cannot load, outside WeChat or when
+ *     res.wx.qq.com is unreachable; the call then fails with 'sdk:unavailable'.
  *   - The URL signed is location.href without '#...', except on iOS, where WeChat
  *     checks the signature against the URL the page was entered with: there it is the
  *     URL at the time this file loaded, before a single-page app's router ran
@@ -228,14 +234,25 @@
     }
   }
 
+  // Signs first, then loads the SDK: the signature does not need the SDK, and a page
+  // (or its developer) sees it even where the SDK cannot load (outside WeChat, or
+  // when res.wx.qq.com is unreachable).
   function start(url, attempt) {
-    loadSdk(function (error, wx) {
+    emit('sign', { url: url, attempt: attempt });
+    fetchConfig(url, function (error, config) {
       if (error) {
         finish(error);
         return;
       }
-      emit('sign', { url: url, attempt: attempt });
-      fetchConfig(url, function (error, config) {
+      emit('config', {
+        url: url,
+        appId: config.appId,
+        timestamp: config.timestamp,
+        nonceStr: config.nonceStr,
+        signature: config.signature,
+        attempt: attempt
+      });
+      loadSdk(function (error, wx) {
         if (error) {
           finish(error);
           return;
@@ -260,10 +277,12 @@
   // --- the official SDK ------------------------------------------------------------
 
   var sdkLoading = null; // callbacks waiting for the script tag we added
+  var sdkSeen = false; // 'sdk' {ok: true} was emitted
 
   function loadSdk(callback) {
     var wx = sdk();
     if (wx) {
+      sdkFound();
       callback(null, wx);
       return;
     }
@@ -281,6 +300,11 @@
       sdkLoading = null;
       var error = wx ? null : makeError('sdk:unavailable',
         'could not load the official JS-SDK from ' + settings.sdkUrl);
+      if (wx) {
+        sdkFound();
+      } else {
+        emit('sdk', { ok: false, error: error });
+      }
       for (var i = 0; i < callbacks.length; i++) {
         callbacks[i](error, wx);
       }
@@ -289,6 +313,13 @@
     script.onerror = done;
     (document.head || document.getElementsByTagName('head')[0] || document.documentElement)
       .appendChild(script);
+  }
+
+  function sdkFound() {
+    if (!sdkSeen) {
+      sdkSeen = true;
+      emit('sdk', { ok: true });
+    }
   }
 
   // --- the service -----------------------------------------------------------------
@@ -354,14 +385,6 @@
   }
 
   function applyConfig(wx, config, url, attempt, done) {
-    emit('config', {
-      url: url,
-      appId: config.appId,
-      timestamp: config.timestamp,
-      nonceStr: config.nonceStr,
-      signature: config.signature,
-      attempt: attempt
-    });
     if (!inWeChat) {
       // The SDK does nothing outside WeChat: say so instead of waiting forever.
       done(makeError('config:not in WeChat',

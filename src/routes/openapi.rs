@@ -31,9 +31,12 @@ mod tests {
     use super::*;
     use crate::routes::configure;
 
-    /// Methods probed on every route (OPTIONS and HEAD are left to middleware: CORS
-    /// answers preflights for any path).
-    const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    /// Methods probed on every route: those a route may answer (HEAD on the probes
+    /// and page files, OPTIONS on the signing routes) and some no route answers.
+    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+    /// The origin the app of [`configured_state`] lists in its `cors_origins`.
+    const PAGE_ORIGIN: &str = "https://page.example.com";
 
     fn document_json() -> Value {
         serde_json::from_str(DOCUMENT).expect("openapi.json is valid JSON")
@@ -52,12 +55,16 @@ mod tests {
     /// `/{file:[A-Za-z0-9_-]+\\.txt}` as OpenAPI writes it: `/{file}` (the `Debug`
     /// form escapes the backslash).
     fn without_regex(pattern: &str) -> String {
+        // Named, not written as a lone closing-brace literal: `tests/architecture.rs`
+        // finds the end of this test module by counting the braces of the source.
+        const OPEN: char = '{';
+        const CLOSE: char = '}';
         let mut out = String::new();
         let mut in_regex = false;
         for c in pattern.chars() {
             match c {
-                ':' if !in_regex && out.rfind('{') > out.rfind('}') => in_regex = true,
-                '}' if in_regex => {
+                ':' if !in_regex && out.rfind(OPEN) > out.rfind(CLOSE) => in_regex = true,
+                CLOSE if in_regex => {
                     in_regex = false;
                     out.push(c);
                 }
@@ -211,6 +218,7 @@ mod tests {
                 ("apps.default.appid", "wxopenapi0000000001"),
                 ("apps.default.secret", "secret"),
                 ("apps.default.token", "token"),
+                ("apps.default.cors_origins", PAGE_ORIGIN),
                 ("admin.keys", "openapi-test-admin-key-0001"),
                 (
                     "apps.default.domain_verify_files",
@@ -222,6 +230,19 @@ mod tests {
         crate::startup::app_state(&settings).expect("in-process state")
     }
 
+    /// Each method of [`METHODS`] on each route: a documented one must be answered
+    /// (neither 404 nor 405), an undocumented one must be 405.
+    ///
+    /// `OPTIONS` is sent twice, since it is documented for two kinds of client. As a
+    /// browser's CORS preflight (`Origin` from the app's `cors_origins`,
+    /// `Access-Control-Request-Method: POST` and `-Headers: content-type`, as for a
+    /// JSON body), "answered" means what the browser needs to go on with the call: a
+    /// 2xx with `Access-Control-Allow-Origin` echoing the origin and
+    /// `Access-Control-Allow-Methods` naming `POST` (the CORS middleware's answer; the
+    /// route's own 204 lacks them, and the browser would refuse the call). Without
+    /// `Origin`, as any other client sends it, it must be neither 404 nor 405 (the
+    /// route's own `OPTIONS`, with `Allow`). Where `OPTIONS` is not documented, both
+    /// must be 405.
     #[actix_web::test]
     async fn each_route_answers_exactly_the_documented_methods() {
         let doc = document_json();
@@ -240,18 +261,52 @@ mod tests {
                 .replace("{name}", name)
                 .replace("{file}", "MP_verify_openapi.txt");
             for method in METHODS {
+                let method = Method::from_bytes(method.as_bytes()).expect("a method");
                 let req = actix_test::TestRequest::default()
-                    .method(Method::from_bytes(method.as_bytes()).expect("a method"))
+                    .method(method.clone())
                     .uri(&uri)
                     .to_request();
                 let status = actix_test::call_service(&app, req).await.status();
-                if documented.contains(method) {
+                if documented.contains(method.as_str()) {
                     assert!(
                         status != 405 && status != 404,
                         "{method} {path} is documented but answers {status}"
                     );
                 } else {
                     assert_eq!(status, 405, "{method} {path} is routed but not documented");
+                }
+                if method != Method::OPTIONS {
+                    continue;
+                }
+                let req = actix_test::TestRequest::default()
+                    .method(Method::OPTIONS)
+                    .uri(&uri)
+                    .insert_header((header::ORIGIN, PAGE_ORIGIN))
+                    .insert_header((header::ACCESS_CONTROL_REQUEST_METHOD, "POST"))
+                    .insert_header((header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type"))
+                    .to_request();
+                let res = actix_test::call_service(&app, req).await;
+                let status = res.status();
+                let header_of = |name| {
+                    res.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                };
+                if documented.contains("OPTIONS") {
+                    let origin = header_of(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+                    let methods = header_of(header::ACCESS_CONTROL_ALLOW_METHODS);
+                    assert!(
+                        status.is_success() && origin == PAGE_ORIGIN && methods.contains("POST"),
+                        "a preflight of {path} is documented, but a browser would not go on: \
+                         {status}, Access-Control-Allow-Origin: {origin:?}, \
+                         Access-Control-Allow-Methods: {methods:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        status, 405,
+                        "a preflight of {path} is answered, but OPTIONS is not documented"
+                    );
                 }
             }
         }

@@ -234,16 +234,29 @@ function installBridge({ platform, reject, late }) {
 
 /// A browser context that looks like WeChat on `platform` ('android' or 'ios', or
 /// 'desktop' for a plain browser). Returns the page and the record of what left it:
-/// the signing requests and the requests to other hosts (all refused).
+/// the signing requests, the requests for the official SDK, and the requests to other
+/// hosts (all refused). `cdn: false`: WeChat's CDN cannot be reached (the SDK's
+/// requests fail as an unreachable host does), as on this machine without the test's
+/// stand-in.
 export async function wechatPage(browser, service, options = {}) {
-  const { platform = 'android', reject = 0, late = false, legacy = false, work = false } =
-    options;
+  const {
+    platform = 'android',
+    reject = 0,
+    late = false,
+    legacy = false,
+    work = false,
+    cdn = true,
+  } = options;
   const context = await browser.newContext({ userAgent: USER_AGENTS[platform] });
-  const seen = { signs: [], external: [] };
+  const seen = { signs: [], sdk: 0, external: [] };
 
   await context.route('**/*', (route) => {
     const url = route.request().url();
     if (url === SDK_URL) {
+      seen.sdk += 1;
+      if (!cdn) {
+        return route.abort('addressunreachable');
+      }
       return route.fulfill({
         contentType: 'text/javascript; charset=utf-8',
         body: officialSdk({ legacy, work }),

@@ -12,6 +12,7 @@ import {
   WORK,
   bridgeRecord,
   demoOutcome,
+  jssdkSignature,
   launchBrowser,
   startService,
   wechatPage,
@@ -40,6 +41,28 @@ function demoUrl(fragment = '#top') {
 
 function invoked(record, name) {
   return record.invokes.filter((call) => call.name === name);
+}
+
+/// Records, in order, each part of the demo page that leaves 'pending' (`#signed`,
+/// `#sdk`, `#status`) as "id:state". Call before `page.goto`.
+async function recordShown(page) {
+  await page.addInitScript(() => {
+    window.__shown = [];
+    new MutationObserver((changes) => {
+      for (const change of changes) {
+        const state = change.target.getAttribute('data-state');
+        if (state !== 'pending') window.__shown.push(`${change.target.id}:${state}`);
+      }
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
+  });
+  return () => page.evaluate(() => window.__shown);
+}
+
+/// The signature fields the demo page shows, by name.
+function shownSignature(page) {
+  return page.$$eval('#signed [data-field]', (fields) =>
+    Object.fromEntries(fields.map((field) => [field.dataset.field, field.textContent])),
+  );
 }
 
 /// Serves `html` at `path` on the service's origin (so the page uses the real helper
@@ -264,14 +287,59 @@ test('an SDK without update*ShareData gets the card through onMenuShare*', async
 test('outside WeChat the demo says so, with the signature it got', async () => {
   const { context, page, seen } = await wechatPage(browser, service, { platform: 'desktop' });
   try {
+    const shown = await recordShown(page);
     await page.goto(demoUrl());
     const outcome = await demoOutcome(page);
     assert.equal(outcome.state, 'error');
     assert.match(outcome.text, /^config:not in WeChat: /);
     assert.equal(seen.signs.length, 1);
     assert.match(await page.$eval('#log', (el) => el.textContent), /signed: appId wxdev/);
+    assert.equal((await shownSignature(page)).appId, DEV_APPID);
+    assert.equal(await page.$eval('#sdk', (el) => el.textContent), 'loaded');
+    assert.deepEqual(await shown(), ['signed:ok', 'sdk:ok', 'status:error']);
   } finally {
     await context.close();
+  }
+});
+
+test('CDN unreachable: the demo shows the signature, then the SDK as unavailable', async () => {
+  for (const platform of ['desktop', 'android']) {
+    const { context, page, seen, errors } = await wechatPage(browser, service, {
+      platform,
+      cdn: false,
+    });
+    try {
+      const shown = await recordShown(page);
+      await page.goto(demoUrl());
+      const outcome = await demoOutcome(page);
+      assert.equal(outcome.state, 'error', platform);
+      assert.match(outcome.text, /^sdk:unavailable: /, platform);
+      assert.ok(seen.sdk > 0, 'the page asked the CDN for the SDK');
+
+      // The service's answer, field by field, and a signature WeChat would accept.
+      const pageUrl = `${service.base}/wxJssdk/public/${DEMO_QUERY}`;
+      assert.deepEqual(seen.signs, [pageUrl], platform);
+      const signed = await shownSignature(page);
+      assert.equal(signed.url, pageUrl);
+      assert.equal(signed.appId, DEV_APPID);
+      assert.match(signed.timestamp, /^\d+$/);
+      assert.match(signed.nonceStr, /^[A-Za-z0-9]{16,}$/);
+      const tickets = `${service.sandbox}/sandbox/ticket?appid=${DEV_APPID}&type=jsapi`;
+      const { ticket } = await (await fetch(tickets)).json();
+      assert.equal(
+        signed.signature,
+        jssdkSignature(ticket, signed.nonceStr, signed.timestamp, signed.url),
+        'the signature shown verifies with the sandbox ticket',
+      );
+
+      const sdk = await page.$eval('#sdk', (el) => el.textContent);
+      assert.match(sdk, /^unavailable: could not load the official JS-SDK from https:\/\/res\./);
+      // Signature first, then the SDK's state, then the outcome.
+      assert.deepEqual(await shown(), ['signed:ok', 'sdk:error', 'status:error'], platform);
+      assert.deepEqual(errors, []);
+    } finally {
+      await context.close();
+    }
   }
 });
 
