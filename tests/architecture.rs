@@ -38,11 +38,7 @@ const LAYERS: [(&str, &[&str]); 5] = [
 /// `#[cfg(test)] mod ... { }` blocks (found by counting braces, which the literals no
 /// longer hide).
 fn code_of(source: &str) -> String {
-    let without_comments: Vec<&str> = source
-        .lines()
-        .map(|line| line.find("//").map_or(line, |at| &line[..at]))
-        .collect();
-    let mut code = without_literals(&without_comments.join("\n"));
+    let mut code = code_only(source);
     while let Some(start) = test_module_start(&code) {
         let open = start + code[start..].find('{').unwrap_or(code.len() - start);
         let mut depth = 0usize;
@@ -65,52 +61,67 @@ fn code_of(source: &str) -> String {
     code
 }
 
-/// `code` with the contents of its string literals (plain and raw) and character
-/// literals removed, so that a brace or a `crate::` inside one counts for nothing.
-/// Lifetimes (`'a`) are told from characters by the closing quote.
-fn without_literals(code: &str) -> String {
-    let chars: Vec<char> = code.chars().collect();
-    let mut out = String::with_capacity(code.len());
+/// `source` without its comments and with its string literals (plain and raw) and
+/// character literals emptied, read in one pass, since each can hide the others'
+/// markers (`"https://..."` is no comment, `// don't` opens no literal). Lifetimes
+/// (`'a`) are told from characters by the closing quote.
+fn code_only(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let at = |i: usize| chars.get(i).copied();
+    let mut out = String::with_capacity(source.len());
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        let raw_hashes = (c == 'r')
+        let raw_hashes = (c == 'r' && !at(i.wrapping_sub(1)).is_some_and(is_ident))
             .then(|| chars[i + 1..].iter().take_while(|h| **h == '#').count())
-            .filter(|&n| chars.get(i + 1 + n) == Some(&'"'));
-        if let Some(hashes) = raw_hashes {
-            let closing: String = std::iter::once('"')
-                .chain("#".repeat(hashes).chars())
+            .filter(|&n| at(i + 1 + n) == Some('"'));
+        if c == '/' && at(i + 1) == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && at(i + 1) == Some('*') {
+            i += 2;
+            while i < chars.len() && !(chars[i] == '*' && at(i + 1) == Some('/')) {
+                i += 1;
+            }
+            i += 2;
+        } else if let Some(hashes) = raw_hashes {
+            let closing: Vec<char> = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
                 .collect();
-            let body_start = i + 2 + hashes;
-            let rest: String = chars[body_start..].iter().collect();
-            let len = rest
-                .find(&closing)
-                .map_or(rest.len(), |at| at + closing.len());
+            i += 2 + hashes;
+            while i < chars.len() && !chars[i..].starts_with(&closing) {
+                i += 1;
+            }
+            i += closing.len();
             out.push_str("\"\"");
-            i = body_start + rest[..len].chars().count();
         } else if c == '"' {
             i += 1;
             while i < chars.len() && chars[i] != '"' {
                 i += if chars[i] == '\\' { 2 } else { 1 };
             }
-            out.push_str("\"\"");
             i += 1;
-        } else if c == '\'' && chars.get(i + 1) == Some(&'\\') {
+            out.push_str("\"\"");
+        } else if c == '\'' && at(i + 1) == Some('\\') {
             i += 2;
             while i < chars.len() && chars[i] != '\'' {
                 i += 1;
             }
-            out.push_str("' '");
             i += 1;
-        } else if c == '\'' && chars.get(i + 2) == Some(&'\'') {
             out.push_str("' '");
+        } else if c == '\'' && at(i + 2) == Some('\'') {
             i += 3;
+            out.push_str("' '");
         } else {
             out.push(c);
             i += 1;
         }
     }
     out
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
 }
 
 /// Where the first `#[cfg(test)]` that introduces a module starts.
@@ -233,7 +244,8 @@ fn find_cycle(
 
 #[test]
 fn the_reader_sees_uses_and_ignores_comments_and_tests() {
-    let source = "use crate::cache::X;\n// crate::routes\nfn f() { crate::clock::now_ms(); }\n\
+    let source = "use crate::cache::X;\n// crate::routes, don't\nfn f() { crate::clock::now_ms(); }\n\
+                  /* crate::limits */ fn url() -> &'static str { \"https://a/}\" }\n\
                   #[cfg(test)]\nmod tests { use crate::startup; fn g() { let _ = ('}', \"}\"); } }\n\
                   fn after() { crate::metrics::init(); let _ = r#\"crate::error\"#; }";
     let used = uses(&code_of(source));
