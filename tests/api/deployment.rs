@@ -10,9 +10,10 @@ use std::time::Instant;
 use tempfile::NamedTempFile;
 use wx_jssdk::sandbox::Sandbox;
 
+use crate::common::free_port;
 use crate::helpers::{
-    free_port, retry_after, signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis,
-    APPID, SECRET, SERVER_TOKEN,
+    retry_after, signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis, APPID,
+    SECRET, SERVER_TOKEN,
 };
 
 /// The page every instance is asked to sign.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 use wx_jssdk::secret::Secret;
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
+
+use crate::common::{distinct_free_ports, free_port, run_bounded};
 
 pub const APPID: &str = "wxtest0000000000001";
 pub const SECRET: &str = "test-app-secret-do-not-leak";
@@ -134,7 +136,7 @@ impl TestCluster {
     pub fn start() -> Self {
         // Each node also needs a free port for the cluster bus (the default, port +
         // 10000, may be taken or out of range).
-        let mut ports = free_ports(2 * CLUSTER_NODES);
+        let mut ports = distinct_free_ports(2 * CLUSTER_NODES);
         let bus_ports = ports.split_off(CLUSTER_NODES);
         let cluster = Self {
             nodes: Mutex::new(Vec::new()),
@@ -186,7 +188,7 @@ impl TestCluster {
         command.arg("--cluster").arg("create");
         command.args(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
         command.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        let output = run_bounded(command, Duration::from_secs(30))
+        let output = run_bounded(&mut command, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{}", missing_redis("redis-cli", e)));
         assert!(
             output.status.success(),
@@ -277,43 +279,6 @@ impl Drop for TestCluster {
             let _ = node.wait();
         }
     }
-}
-
-/// Runs `command` to completion, killing it if it takes longer than `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> std::io::Result<Output> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output()?;
-            panic!(
-                "{command:?} did not finish within {limit:?}:\n{}\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output()
-}
-
-pub fn free_port() -> u16 {
-    free_ports(1)[0]
-}
-
-/// `n` distinct free ports: the listeners are all held until every port is known.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on loopback"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound address").port())
-        .collect()
 }
 
 /// Knobs a test may turn before the service starts.
