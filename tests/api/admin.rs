@@ -9,7 +9,6 @@ use redis::AsyncCommands;
 use serde_json::json;
 use wx_jssdk::cache::{ChinaDay, Record};
 use wx_jssdk::clock::now_ms;
-use wx_jssdk::configuration::TokenMode;
 
 use crate::helpers::{
     error_code, spawn_app_with, Options, RunningBinary, TestApp, APPID, SECRET, SERVER_TOKEN,
@@ -322,11 +321,7 @@ async fn callers_invalidating_one_token_together_cause_one_refetch() {
 
 #[actix_web::test]
 async fn in_classic_mode_an_invalidation_fetches_one_new_token() {
-    let app = spawn_app_with(Options {
-        token_mode: TokenMode::Classic,
-        ..with_keys()
-    })
-    .await;
+    let app = spawn_app_with(with_keys().set("wechat.token_mode", "classic")).await;
     let (old, _) = current_token(&app).await;
     let (was_current, new) = invalidated(invalidate(&app, &old).await).await;
     assert!(was_current && new != old);
@@ -555,11 +550,9 @@ async fn a_work_apps_token_is_invalidated_under_its_own_cache_id_and_spaced() {
 /// beyond it, 429 until the next China day begins.
 #[actix_web::test]
 async fn invalidations_beyond_the_daily_cap_are_429_until_the_next_china_day() {
-    let mut options = Options {
-        token_mode: TokenMode::Classic,
-        ..with_keys()
-    };
-    options.cache.invalidations_per_day = 1;
+    let options = with_keys()
+        .set("wechat.token_mode", "classic")
+        .set("cache.invalidations_per_day", 1);
     let app = spawn_app_with(options).await;
     let (first, _) = current_token(&app).await;
     let (was_current, second) = invalidated(invalidate(&app, &first).await).await;

@@ -11,7 +11,7 @@ use wx_jssdk::cache::{ChinaDay, Credential, KeySpace, RedisStore, Store};
 use wx_jssdk::clock::now_ms;
 
 use crate::helpers::{
-    cold_burst_on_two_instances, error_code, redis_settings, spawn_app_with, Options,
+    cluster_settings, cold_burst_on_two_instances, error_code, spawn_app_with, Options,
     RunningBinary, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
 };
 use crate::store::check_semantics;
@@ -39,7 +39,7 @@ async fn keys_per_node(cluster: &TestCluster) -> Vec<u64> {
 #[actix_web::test]
 async fn the_store_keeps_its_semantics_on_a_cluster() {
     let cluster = TestCluster::start();
-    let mut settings = redis_settings(None, Some(cluster.urls()));
+    let mut settings = cluster_settings(&cluster.urls());
     settings.pool_size = 2;
     let store = Store::Redis(RedisStore::new(&settings).unwrap());
     check_semantics(&store).await;

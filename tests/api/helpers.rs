@@ -3,20 +3,14 @@
 //! itself on a random port, spawned through [`spawn_app`] (or
 //! [`TestApp::spawn_instance`] for more instances on the same Redis).
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wx_jssdk::access::{AllowedDomains, CorsOrigins, TrustedProxies};
-use wx_jssdk::configuration::{
-    AdminSettings, AppSettings, CacheSettings, RedisSettings, ServerSettings, Settings, TokenMode,
-    WechatSettings,
-};
+use wx_jssdk::configuration::{RedisSettings, Settings};
 use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
-use wx_jssdk::secret::Secret;
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
 
@@ -281,10 +275,12 @@ impl Drop for TestCluster {
     }
 }
 
-/// Knobs a test may turn before the service starts.
+/// What a test needs the service to do differently from the configuration it ships
+/// with. Everything not asked for here runs with the shipped default: the service is
+/// configured through the same loader as `wx-jssdk` (see [`shipped_settings_with`]), so
+/// the tests exercise the defaults operators get, and a new setting needs nothing here.
 pub struct Options {
-    pub token_mode: TokenMode,
-    pub cache: CacheSettings,
+    /// Whether the service has a Redis of its own (false: the in-process store).
     pub with_redis: bool,
     /// With `with_redis`: a local three-node Redis Cluster instead of one redis-server.
     pub redis_cluster: bool,
@@ -298,32 +294,24 @@ pub struct Options {
     pub cors_origins: Vec<(&'static str, &'static [&'static str])>,
     /// `admin.keys`; none: the admin routes do not exist.
     pub admin_keys: Vec<&'static str>,
-    /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
-    pub verify_max_age_secs: u64,
     /// Apps whose `card_sign_public` is set.
     pub card_sign_public: Vec<&'static str>,
     /// `server.trusted_proxies`.
     pub trusted_proxies: Vec<&'static str>,
     /// Whether to serve `/metrics` on an operations listener (`server.ops_bind`).
     pub ops_listener: bool,
-    /// `server.client_body_timeout_ms`.
-    pub client_body_timeout_ms: u64,
     /// `domain_verify_files` of the apps named: (app, file name, content).
     pub domain_verify_files: Vec<(&'static str, &'static str, &'static str)>,
+    /// Any other setting, by dotted key, with its value as the environment writes it
+    /// (`("cache.lock_wait_ms", "300")`); see [`Options::set`]. Applied last, so it
+    /// may also change what the tests set by default (e.g. `wechat.timeout_ms`).
+    pub settings: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
+    /// The shipped configuration, with one official account (`default`) and a Redis.
     fn default() -> Self {
         Self {
-            token_mode: TokenMode::Stable,
-            cache: CacheSettings {
-                safety_margin_secs: 60,
-                refresh_ahead_secs: 900,
-                lock_ttl_ms: 5_000,
-                lock_wait_ms: 5_000,
-                local_recheck_ms: 1_000,
-                invalidations_per_day: 100,
-            },
             with_redis: true,
             redis_cluster: false,
             extra_apps: Vec::new(),
@@ -331,14 +319,103 @@ impl Default for Options {
             allowed_domains: Vec::new(),
             cors_origins: Vec::new(),
             admin_keys: Vec::new(),
-            verify_max_age_secs: 0,
             card_sign_public: Vec::new(),
             trusted_proxies: Vec::new(),
             ops_listener: false,
-            client_body_timeout_ms: 10_000,
             domain_verify_files: Vec::new(),
+            settings: Vec::new(),
         }
     }
+}
+
+impl Options {
+    /// Sets `key` (dotted, as in `check-config`'s output) to `value`.
+    pub fn set(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.settings.push((key, value.to_string()));
+        self
+    }
+
+    /// The overrides of the shipped defaults that make the service of these options,
+    /// answering on a free port and calling the sandbox at `sandbox_url`. Lists take
+    /// their comma-separated form, as in the environment. `store` is the `redis.url` or
+    /// `redis.cluster_urls` setting, if the service has a Redis.
+    fn overrides(&self, sandbox_url: &str, store: Option<(&str, String)>) -> Vec<(String, String)> {
+        let mut overrides: Vec<(String, String)> = Vec::new();
+        let mut set = |key: String, value: String| overrides.push((key, value));
+        set("server.bind".into(), "127.0.0.1:0".into());
+        // Not one per CPU (the shipped default): many services run side by side here.
+        set("server.workers".into(), "2".into());
+        if self.ops_listener {
+            set("server.ops_bind".into(), "127.0.0.1:0".into());
+        }
+        if !self.trusted_proxies.is_empty() {
+            set(
+                "server.trusted_proxies".into(),
+                self.trusted_proxies.join(","),
+            );
+        }
+        set("wechat.api_base".into(), sandbox_url.into());
+        set("wechat.work_api_base".into(), sandbox_url.into());
+        set("wechat.timeout_ms".into(), WECHAT_TIMEOUT_MS.to_string());
+        if let Some((key, value)) = store {
+            set(key.into(), value);
+        }
+        let official = std::iter::once(("default", APPID)).chain(self.extra_apps.iter().copied());
+        for (name, appid) in official {
+            let key = |field: &str| format!("apps.{name}.{field}");
+            set(key("appid"), appid.into());
+            set(key("secret"), SECRET.into());
+            set(key("token"), SERVER_TOKEN.into());
+            let lists = [
+                ("allowed_domains", &self.allowed_domains),
+                ("cors_origins", &self.cors_origins),
+            ];
+            for (field, lists) in lists {
+                if let Some((_, list)) = lists.iter().find(|(app, _)| *app == name) {
+                    set(key(field), list.join(","));
+                }
+            }
+            if self.card_sign_public.contains(&name) {
+                set(key("card_sign_public"), "true".into());
+            }
+            let files: Vec<String> = self
+                .domain_verify_files
+                .iter()
+                .filter(|(app, _, _)| *app == name)
+                .map(|(_, file, content)| format!("{file}={content}"))
+                .collect();
+            if !files.is_empty() {
+                set(key("domain_verify_files"), files.join(","));
+            }
+        }
+        for (name, corpid, agentid) in &self.work_apps {
+            let key = |field: &str| format!("apps.{name}.{field}");
+            set(key("kind"), "work".into());
+            set(key("appid"), corpid.to_string());
+            set(key("secret"), SECRET.into());
+            set(key("agentid"), agentid.to_string());
+        }
+        if !self.admin_keys.is_empty() {
+            set("admin.keys".into(), self.admin_keys.join(","));
+        }
+        for (key, value) in &self.settings {
+            set(key.to_string(), value.clone());
+        }
+        overrides
+    }
+}
+
+/// The settings `wx-jssdk` would run with, given `overrides` (dotted keys) over its
+/// built-in defaults and no file: the binary's own loader and checks, blind to this
+/// process's environment (a `WXJSSDK__...` variable of the developer's must not change
+/// what the tests run).
+pub fn shipped_settings_with<K: AsRef<str>, V: AsRef<str>>(overrides: &[(K, V)]) -> Settings {
+    let overrides: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(key, value)| (key.as_ref(), value.as_ref()))
+        .collect();
+    Settings::load_with_environment(None, &overrides, Some(&[]))
+        .unwrap_or_else(|e| panic!("the test's settings do not load: {e}"))
 }
 
 pub struct TestApp {
@@ -381,12 +458,12 @@ fn start(
     cluster: Option<Arc<TestCluster>>,
     options: Arc<Options>,
 ) -> TestApp {
-    let redis_settings = match (&redis, &cluster) {
-        (Some(redis), _) => Some(redis_settings(Some(redis.url()), None)),
-        (None, Some(cluster)) => Some(redis_settings(None, Some(cluster.urls()))),
+    let store = match (&redis, &cluster) {
+        (Some(redis), _) => Some(("redis.url", redis.url())),
+        (None, Some(cluster)) => Some(("redis.cluster_urls", cluster.urls().join(","))),
         (None, None) => None,
     };
-    let settings = settings(&options, redis_settings, &sandbox_url);
+    let settings = shipped_settings_with(&options.overrides(&sandbox_url, store));
     let app = Application::build(settings).expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let ops_address = app
@@ -405,72 +482,16 @@ fn start(
     }
 }
 
-/// The service's `[redis]` table for one server (`url`) or a cluster (`cluster_urls`).
-pub fn redis_settings(url: Option<String>, cluster_urls: Option<Vec<String>>) -> RedisSettings {
-    RedisSettings {
-        url: url.map(Secret::new),
-        cluster_urls: cluster_urls.map(|urls| urls.into_iter().map(Secret::new).collect()),
-        key_prefix: "wxjssdk".into(),
-        pool_size: 8,
-        timeout_ms: 1000,
-    }
-}
-
-fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> Settings {
-    let list = |lists: &[(&str, &'static [&'static str])], name: &str| {
-        let found = lists.iter().find(|(app, _)| *app == name);
-        found.map_or(&[][..], |(_, list)| *list).iter().copied()
-    };
-    let app = |name: &str, appid: &str| {
-        let mut app = AppSettings::official(appid, Secret::new(SECRET), Secret::new(SERVER_TOKEN));
-        app.allowed_domains = AllowedDomains::new(list(&options.allowed_domains, name));
-        app.cors_origins = CorsOrigins::new(list(&options.cors_origins, name));
-        app.card_sign_public = options.card_sign_public.contains(&name);
-        app.domain_verify_files = options
-            .domain_verify_files
-            .iter()
-            .filter(|(app, _, _)| *app == name)
-            .map(|(_, file, content)| (file.to_string(), content.to_string()))
-            .collect();
-        app
-    };
-    let mut apps = BTreeMap::from([("default".to_string(), app("default", APPID))]);
-    for (name, appid) in &options.extra_apps {
-        apps.insert(name.to_string(), app(name, appid));
-    }
-    for (name, corpid, agentid) in &options.work_apps {
-        apps.insert(
-            name.to_string(),
-            AppSettings::work(corpid, Secret::new(SECRET), agentid),
-        );
-    }
-    Settings {
-        server: ServerSettings {
-            bind: "127.0.0.1:0".into(),
-            ops_bind: options.ops_listener.then(|| "127.0.0.1:0".into()),
-            client_body_timeout_ms: options.client_body_timeout_ms,
-            trusted_proxies: TrustedProxies::new(options.trusted_proxies.iter().copied()),
-            workers: Some(2),
-            shutdown_timeout_secs: 30,
-            client_request_timeout_ms: 5000,
-            client_disconnect_timeout_ms: 1000,
-            max_connections: 25_000,
-        },
-        redis,
-        wechat: WechatSettings {
-            api_base: api_base.to_string(),
-            work_api_base: api_base.to_string(),
-            token_mode: options.token_mode,
-            timeout_ms: WECHAT_TIMEOUT_MS,
-            retries: 2,
-            verify_max_age_secs: options.verify_max_age_secs,
-        },
-        cache: options.cache.clone(),
-        apps,
-        admin: AdminSettings {
-            keys: options.admin_keys.iter().map(|k| Secret::new(*k)).collect(),
-        },
-    }
+/// The service's `[redis]` table as it ships, for the cluster whose nodes are `urls`.
+pub fn cluster_settings(urls: &[String]) -> RedisSettings {
+    // The loader checks a whole configuration, and one needs an app.
+    let settings = shipped_settings_with(&[
+        ("redis.cluster_urls", urls.join(",").as_str()),
+        ("apps.default.appid", APPID),
+        ("apps.default.secret", SECRET),
+        ("apps.default.token", SERVER_TOKEN),
+    ]);
+    settings.redis.expect("a [redis] table")
 }
 
 impl TestApp {

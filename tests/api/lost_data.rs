@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use wx_jssdk::cache::Record;
-use wx_jssdk::configuration::TokenMode;
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::helpers::{fault, spawn_app_with, wait_until, Options, TestApp, TestRedis, APPID};
@@ -16,10 +15,10 @@ const ADMIN_KEY: &str = "lost-data-admin-key-0123456789";
 
 fn classic_with_keys() -> Options {
     Options {
-        token_mode: TokenMode::Classic,
         admin_keys: vec![ADMIN_KEY],
         ..Options::default()
     }
+    .set("wechat.token_mode", "classic")
 }
 
 async fn stored(redis: &TestRedis, name: &str) -> Option<Record> {

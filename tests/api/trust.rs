@@ -290,11 +290,7 @@ fn send_a_slow_body(address: &str, head: &str) -> String {
 
 #[actix_web::test]
 async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_closed() {
-    let app = spawn_app_with(Options {
-        client_body_timeout_ms: 300,
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app_with(Options::default().set("server.client_body_timeout_ms", 300)).await;
     let signature = wechat_signature(SERVER_TOKEN, "1", "2");
     let push = format!("/v1/apps/default/verify?signature={signature}&timestamp=1&nonce=2");
     for path in ["/v1/apps/default/jssdk/config", push.as_str()] {

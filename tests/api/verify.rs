@@ -145,11 +145,13 @@ fn signed_at(timestamp: &str) -> Vec<(&'static str, String)> {
 #[actix_web::test]
 async fn with_a_replay_window_old_future_and_non_numeric_timestamps_are_stale() {
     const WINDOW: u64 = 60;
-    let app = spawn_app_with(Options {
-        with_redis: false,
-        verify_max_age_secs: WINDOW,
-        ..Options::default()
-    })
+    let app = spawn_app_with(
+        Options {
+            with_redis: false,
+            ..Options::default()
+        }
+        .set("wechat.verify_max_age_secs", WINDOW),
+    )
     .await;
     let check = |timestamp: String| {
         app.client
