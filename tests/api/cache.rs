@@ -14,7 +14,7 @@ use wx_jssdk::sandbox::Endpoint;
 
 use crate::helpers::{
     cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, wait_until, Options,
-    TestApp, APPID,
+    Service, TestApp, APPID,
 };
 
 fn key(name: &str) -> String {
@@ -154,17 +154,10 @@ async fn reject_the_token(app: &TestApp) -> serde_json::Value {
 async fn invalidate_the_ticket(app: &TestApp) -> serde_json::Value {
     let ticket = stored(app, "jsapi_ticket").await.expect("a stored ticket");
     delete(app, "invalidate:gate:jsapi_ticket").await;
+    let body = serde_json::json!({ "ticket": ticket.value });
     let response = app
-        .client
-        .post(format!(
-            "{}/v1/apps/default/jsapi_ticket/invalidate",
-            app.address
-        ))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({ "ticket": ticket.value }))
-        .send()
-        .await
-        .expect("request the invalidation");
+        .invalidate("default", "jsapi_ticket", body, ADMIN_KEY)
+        .await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.expect("a JSON answer");
     assert_eq!(answer["invalidated"], true, "{answer}");
@@ -316,28 +309,20 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
     app.sandbox.inject(fault(Endpoint::GetTicket, None, 300));
     let fresh = app.spawn_instance();
     let sent = Instant::now();
-    let signing = actix_web::rt::spawn({
-        let (client, url) = (
-            fresh.client.clone(),
-            format!("{}/wxJssdk/getJssdk", fresh.address),
-        );
-        async move {
-            client
-                .get(url)
-                .query(&[("url", "https://page.example.com/")])
-                .send()
-                .await
-        }
-    });
-    // ...and while WeChat is answering, another instance replaces it.
-    wait_until(
-        Duration::from_secs(10),
-        "the ticket call with the stale token",
-        || app.sandbox.calls().getticket >= 2,
+    let (response, ()) = futures_util::future::join(
+        fresh.sign("https://page.example.com/"),
+        // ...and while WeChat is answering, another instance replaces it.
+        async {
+            wait_until(
+                Duration::from_secs(10),
+                "the ticket call with the stale token",
+                || app.sandbox.calls().getticket >= 2,
+            )
+            .await;
+            store(&app, "access_token", &current).await;
+        },
     )
     .await;
-    store(&app, "access_token", &current).await;
-    let response = signing.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
     let config = response.json().await.unwrap();
     assert!(app.signed_with_a_valid_ticket(&config, "https://page.example.com/", sent));

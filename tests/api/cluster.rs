@@ -12,7 +12,7 @@ use wx_jssdk::clock::now_ms;
 
 use crate::helpers::{
     cluster_settings, cold_burst_on_two_instances, error_code, spawn_app_with, Options,
-    RunningBinary, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
+    RunningBinary, Service, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
 };
 use crate::store::check_semantics;
 
@@ -146,12 +146,9 @@ async fn the_binary_takes_the_cluster_nodes_from_one_environment_variable() {
         Stdio::null(),
     )
     .await;
-    let get = |path: &str| env.client.get(format!("{}{path}", binary.address)).send();
-    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    assert_eq!(binary.get("/readyz").await.status(), 200);
     let sent = std::time::Instant::now();
-    let response = get("/wxJssdk/getJssdk?url=https://page.example.com/")
-        .await
-        .unwrap();
+    let response = binary.sign("https://page.example.com/").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     let signed = env.signed_with_a_valid_ticket(&body, "https://page.example.com/", sent);

@@ -1,7 +1,10 @@
 //! What every integration test needs: a private `redis-server` on a free port (or a
 //! private Redis Cluster, [`TestCluster`]), the sandbox WeChat API, and the service
 //! itself on a random port, spawned through [`spawn_app`] (or
-//! [`TestApp::spawn_instance`] for more instances on the same Redis).
+//! [`TestApp::spawn_instance`] for more instances on the same Redis) with the shipped
+//! configuration and the [`Options`] a test asks for. Requests go through [`Service`],
+//! one method per family of routes, for the service in-process and the real binary
+//! ([`RunningBinary`]) alike.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -9,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use wx_jssdk::configuration::{RedisSettings, Settings};
 use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 use wx_jssdk::startup::Application;
@@ -494,6 +498,138 @@ pub fn cluster_settings(urls: &[String]) -> RedisSettings {
     settings.redis.expect("a [redis] table")
 }
 
+/// The service's routes, one method per family of endpoints, for whatever serves them:
+/// a [`TestApp`] in this process or a [`RunningBinary`]. Each sends what a page,
+/// WeChat or a backend would send, and hands back the response as it came, so that a
+/// test reads as the exchange it checks; [`Service::request`] is for the requests a
+/// test makes odd on purpose.
+pub trait Service {
+    /// Where it answers: `http://127.0.0.1:PORT`.
+    fn address(&self) -> &str;
+
+    fn client(&self) -> &reqwest::Client;
+
+    /// A request for `path`, for a test to add what is unusual about it (headers, a
+    /// raw body, another method).
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.address());
+        self.client().request(method, url)
+    }
+
+    /// `GET` a path of the service.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        send(self.request(Method::GET, path)).await
+    }
+
+    /// The JSON answer to `GET path` with `Authorization: Bearer key`.
+    async fn get_with_key(&self, path: &str, key: &str) -> serde_json::Value {
+        let response = send(self.request(Method::GET, path).bearer_auth(key)).await;
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// `wx.config` for `page_url` from the default app's short route.
+    async fn sign(&self, page_url: &str) -> reqwest::Response {
+        self.sign_on("/wxJssdk/getJssdk", page_url).await
+    }
+
+    /// `wx.config` for `page_url` from the signing route `route`, URL in the query.
+    async fn sign_on(&self, route: &str, page_url: &str) -> reqwest::Response {
+        send(self.request(Method::GET, route).query(&[("url", page_url)])).await
+    }
+
+    /// `wx.config` for `page_url` from the app `app`'s route, `/v1/apps/{app}/jssdk/config`.
+    async fn config_for(&self, app: &str, page_url: &str) -> reqwest::Response {
+        self.sign_on(&format!("/v1/apps/{app}/jssdk/config"), page_url)
+            .await
+    }
+
+    /// [`Service::config_for`] as a `POST` with the URL in a JSON body.
+    async fn post_config_for(&self, app: &str, page_url: &str) -> reqwest::Response {
+        let route = format!("/v1/apps/{app}/jssdk/config");
+        let body = serde_json::json!({ "url": page_url });
+        send(self.request(Method::POST, &route).json(&body)).await
+    }
+
+    /// A card signature of the app `app` (`/v1/apps/{app}/card/sign`), with a bearer
+    /// `key` as a backend asks or without one as a page does.
+    async fn card<Q: serde::Serialize + ?Sized>(
+        &self,
+        app: &str,
+        query: &Q,
+        key: Option<&str>,
+    ) -> reqwest::Response {
+        let request = self.request(Method::GET, &format!("/v1/apps/{app}/card/sign"));
+        send(with_key(request.query(query), key)).await
+    }
+
+    /// WeChat's check of the server URL `route` (`/wxJssdk`, `/v1/apps/{name}/verify`).
+    async fn verify<Q: serde::Serialize + ?Sized>(
+        &self,
+        route: &str,
+        query: &Q,
+    ) -> reqwest::Response {
+        send(self.request(Method::GET, route).query(query)).await
+    }
+
+    /// A message WeChat pushes to the server URL `route`.
+    async fn push<Q: serde::Serialize + ?Sized>(
+        &self,
+        route: &str,
+        query: &Q,
+        body: &'static str,
+    ) -> reqwest::Response {
+        let request = self.request(Method::POST, route).query(query);
+        send(request.header("content-type", "text/xml").body(body)).await
+    }
+
+    /// The app `app`'s access_token, as another backend asks for it.
+    async fn access_token(&self, app: &str, key: Option<&str>) -> reqwest::Response {
+        let request = self.request(Method::GET, &format!("/v1/apps/{app}/access_token"));
+        send(with_key(request, key)).await
+    }
+
+    /// Asks for the app `app`'s `credential` (`access_token`, `jsapi_ticket`,
+    /// `card_ticket`, `agent_ticket`) to be invalidated, `body` naming the value.
+    async fn invalidate(
+        &self,
+        app: &str,
+        credential: &str,
+        body: serde_json::Value,
+        key: &str,
+    ) -> reqwest::Response {
+        let route = format!("/v1/apps/{app}/{credential}/invalidate");
+        send(
+            self.request(Method::POST, &route)
+                .bearer_auth(key)
+                .json(&body),
+        )
+        .await
+    }
+}
+
+/// `request` with `Authorization: Bearer key`, if there is a key.
+fn with_key(request: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder {
+    match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    }
+}
+
+/// Sends `request`; the service always answers, so no answer fails the test.
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request the service")
+}
+
+impl Service for TestApp {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
 impl TestApp {
     /// Another instance of the service, on the same Redis and sandbox.
     pub fn spawn_instance(&self) -> TestApp {
@@ -518,34 +654,10 @@ impl TestApp {
             .expect("this test app runs with a redis cluster")
     }
 
-    /// The JSON answer to `GET path` with `Authorization: Bearer key`.
-    pub async fn get_with_key(&self, path: &str, key: &str) -> serde_json::Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request the service");
-        response.json().await.expect("a JSON answer")
-    }
-
-    /// `GET` a path of the service.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("request the service")
-    }
-
-    pub async fn sign(&self, page_url: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}/wxJssdk/getJssdk", self.address))
-            .query(&[("url", page_url)])
-            .send()
-            .await
-            .expect("request the signature")
+    /// `GET` a path of the operations listener (`Options::ops_listener`).
+    pub async fn ops_get(&self, path: &str) -> reqwest::Response {
+        let ops = self.ops_address.as_deref().expect("an operations listener");
+        send(self.client.get(format!("{ops}{path}"))).await
     }
 
     /// Signs `page_url` and checks the answer against the sandbox's tickets.
@@ -668,6 +780,8 @@ pub fn sorted_sha1(values: &[&str]) -> String {
 pub struct RunningBinary {
     child: Child,
     pub address: String,
+    /// Bounds every request, so that an instance that stops answering fails the test.
+    client: reqwest::Client,
 }
 
 impl RunningBinary {
@@ -690,20 +804,18 @@ impl RunningBinary {
         let binary = Self {
             child: command.spawn().expect("start wx-jssdk"),
             address: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
         };
         binary.wait_until_up().await;
         binary
     }
 
     async fn wait_until_up(&self) {
-        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while client
-            .get(format!("{}/healthz", self.address))
-            .send()
-            .await
-            .is_err()
-        {
+        while self.request(Method::GET, "/healthz").send().await.is_err() {
             assert!(
                 Instant::now() < deadline,
                 "wx-jssdk did not start within 20 s"
@@ -748,6 +860,16 @@ impl RunningBinary {
             );
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Service for RunningBinary {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 }
 
