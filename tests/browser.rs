@@ -5,9 +5,13 @@
 //! Needs Node.js 20+, npm and Debian's Chromium. When one is missing the test fails and
 //! says how to install it: it never skips, so a green run means the pages were tested.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::printed;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const INSTALL: &str = "apt-get install -y chromium nodejs npm";
@@ -31,7 +35,8 @@ fn pages_work_in_a_real_browser() {
         .args(["--test", "--test-timeout=60000"])
         .env("WXJSSDK_BIN", env!("CARGO_BIN_EXE_wx-jssdk"))
         .env("CHROMIUM_PATH", &chromium);
-    let output = run_bounded(command, TESTS_LIMIT);
+    let output = common::run_bounded(&mut command, TESTS_LIMIT)
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "the browser tests failed ({}):\n{}",
@@ -96,55 +101,12 @@ fn install_packages() {
     command
         .current_dir(DIR)
         .args(["ci", "--no-audit", "--no-fund"]);
-    let output = run_bounded(command, NPM_CI_LIMIT);
+    let output = common::run_bounded(&mut command, NPM_CI_LIMIT)
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "`npm ci` in tests/browser failed ({}); it needs the npm registry:\n{}",
         output.status,
         printed(&output)
     );
-}
-
-/// Runs `command` in its own process group, killing the whole group (node, Chromium,
-/// the service) if it outlives `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    use std::os::unix::process::CommandExt;
-
-    let child = command
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let pid = child.id();
-    let started = Instant::now();
-    // The pipes are drained on another thread, so a chatty child cannot block on them.
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    while !waiter.is_finished() {
-        if started.elapsed() > limit {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-            let output = waiter.join().ok().and_then(Result::ok);
-            panic!(
-                "{command:?} did not finish within {limit:?}:\n{}",
-                output.as_ref().map(printed).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    match waiter.join() {
-        Ok(Ok(output)) => output,
-        Ok(Err(e)) => panic!("waiting for {command:?}: {e}"),
-        Err(_) => panic!("waiting for {command:?}: the thread panicked"),
-    }
-}
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }

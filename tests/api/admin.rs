@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::AsyncCommands;
+use reqwest::Method;
 use serde_json::json;
 use wx_jssdk::cache::{ChinaDay, Record};
 use wx_jssdk::clock::now_ms;
-use wx_jssdk::configuration::TokenMode;
 
 use crate::helpers::{
-    error_code, spawn_app_with, Options, RunningBinary, TestApp, APPID, SECRET, SERVER_TOKEN,
+    error_code, spawn_app_with, Options, RunningBinary, Service, TestApp, APPID, SECRET,
+    SERVER_TOKEN,
 };
 
 const ADMIN_KEY: &str = "first-admin-key-0123456789";
@@ -25,36 +26,20 @@ fn with_keys() -> Options {
     }
 }
 
-async fn get_token(app: &TestApp, key: Option<&str>) -> reqwest::Response {
-    let mut request = app
-        .client
-        .get(format!("{}/v1/apps/default/access_token", app.address));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    request.send().await.expect("request the access token")
-}
-
 /// The token a good key gets, with its `expires_in`.
 async fn current_token(app: &TestApp) -> (String, u64) {
-    let response = get_token(app, Some(ADMIN_KEY)).await;
+    let response = app.access_token("default", Some(ADMIN_KEY)).await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     let token = body["access_token"].as_str().expect("a token").to_string();
     (token, body["expires_in"].as_u64().expect("integer seconds"))
 }
 
+/// Invalidates the default app's `token` with the admin key.
 async fn invalidate(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .post(format!(
-            "{}/v1/apps/default/access_token/invalidate",
-            app.address
-        ))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({ "access_token": token }))
-        .send()
+    let body = json!({ "access_token": token });
+    app.invalidate("default", "access_token", body, ADMIN_KEY)
         .await
-        .expect("request the invalidation")
 }
 
 /// `(invalidated, access_token)` of a 200 answer.
@@ -97,7 +82,7 @@ async fn wechat_accepts(app: &TestApp, token: &str) -> bool {
 #[actix_web::test]
 async fn without_admin_keys_the_routes_do_not_exist() {
     let app = spawn_app_with(Options::default()).await;
-    let response = get_token(&app, Some(ADMIN_KEY)).await;
+    let response = app.access_token("default", Some(ADMIN_KEY)).await;
     assert_eq!(error_code(response, 404).await, "not_found");
     let response = invalidate(&app, "whatever").await;
     assert_eq!(error_code(response, 404).await, "not_found");
@@ -118,7 +103,6 @@ async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
         clients += 1;
         format!("198.51.100.{}", clients % 250)
     };
-    let url = |path: &str| format!("{}{path}", app.address);
     let wrong = [
         None,
         Some("Bearer not-the-key-at-all-000"),
@@ -134,8 +118,7 @@ async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
             "/v1/apps/nope/access_token", // not even app names are told without a key
         ] {
             let mut request = app
-                .client
-                .get(url(path))
+                .request(Method::GET, path)
                 .header("x-forwarded-for", next_client());
             if let Some(value) = authorization {
                 request = request.header("authorization", value);
@@ -155,8 +138,7 @@ async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
         }
         // Checked before the body is read.
         let mut request = app
-            .client
-            .post(url("/v1/apps/default/access_token/invalidate"))
+            .request(Method::POST, "/v1/apps/default/access_token/invalidate")
             .header("x-forwarded-for", next_client())
             .body("{not json");
         if let Some(value) = authorization {
@@ -176,7 +158,7 @@ async fn a_missing_or_wrong_key_is_a_401_that_asks_for_a_bearer_key() {
 async fn the_token_answered_is_the_shared_one_and_wechat_accepts_it() {
     let app = spawn_app_with(with_keys()).await;
     // Every configured key opens the route.
-    let response = get_token(&app, Some(OTHER_ADMIN_KEY)).await;
+    let response = app.access_token("default", Some(OTHER_ADMIN_KEY)).await;
     assert_eq!(response.status(), 200);
     let headers = response.headers();
     assert_eq!(headers.get("cache-control").unwrap(), "no-store");
@@ -194,13 +176,7 @@ async fn the_token_answered_is_the_shared_one_and_wechat_accepts_it() {
     assert_eq!(app.sandbox.calls().stable_token, 1);
     assert!(wechat_accepts(&app, token).await);
 
-    let response = app
-        .client
-        .get(format!("{}/v1/apps/nope/access_token", app.address))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let response = app.access_token("nope", Some(ADMIN_KEY)).await;
     assert_eq!(error_code(response, 404).await, "unknown_app");
 }
 
@@ -322,11 +298,7 @@ async fn callers_invalidating_one_token_together_cause_one_refetch() {
 
 #[actix_web::test]
 async fn in_classic_mode_an_invalidation_fetches_one_new_token() {
-    let app = spawn_app_with(Options {
-        token_mode: TokenMode::Classic,
-        ..with_keys()
-    })
-    .await;
+    let app = spawn_app_with(with_keys().set("wechat.token_mode", "classic")).await;
     let (old, _) = current_token(&app).await;
     let (was_current, new) = invalidated(invalidate(&app, &old).await).await;
     assert!(was_current && new != old);
@@ -337,7 +309,6 @@ async fn in_classic_mode_an_invalidation_fetches_one_new_token() {
 #[actix_web::test]
 async fn bad_bodies_are_400_invalid_body() {
     let app = spawn_app_with(with_keys()).await;
-    let url = format!("{}/v1/apps/default/access_token/invalidate", app.address);
     for body in [
         "",
         "{not json",
@@ -347,8 +318,7 @@ async fn bad_bodies_are_400_invalid_body() {
         r#"["sbx-st-token"]"#,
     ] {
         let response = app
-            .client
-            .post(&url)
+            .request(Method::POST, "/v1/apps/default/access_token/invalidate")
             .bearer_auth(ADMIN_KEY)
             .header("content-type", "application/json")
             .body(body)
@@ -364,18 +334,17 @@ async fn bad_bodies_are_400_invalid_body() {
 async fn no_secret_or_admin_key_appears_in_any_answer() {
     let app = spawn_app_with(with_keys()).await;
     let (token, _) = current_token(&app).await;
-    let base = &app.address;
     let post = |key: &'static str, body: &'static str| {
-        app.client
-            .post(format!("{base}/v1/apps/default/access_token/invalidate"))
+        app.request(Method::POST, "/v1/apps/default/access_token/invalidate")
             .bearer_auth(key)
             .body(body)
             .send()
     };
     let mut answers = vec![
-        get_token(&app, Some(ADMIN_KEY)).await,
-        get_token(&app, Some("wrong-admin-key-0000000000")).await,
-        get_token(&app, None).await,
+        app.access_token("default", Some(ADMIN_KEY)).await,
+        app.access_token("default", Some("wrong-admin-key-0000000000"))
+            .await,
+        app.access_token("default", None).await,
         post(
             ADMIN_KEY,
             r#"{"access_token": ["first-admin-key-0123456789"]}"#,
@@ -388,12 +357,7 @@ async fn no_secret_or_admin_key_appears_in_any_answer() {
         post(OTHER_ADMIN_KEY, r#"{"access_token": "stale"}"#)
             .await
             .unwrap(),
-        app.client
-            .get(format!("{base}/v1/apps/nope/access_token"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap(),
+        app.access_token("nope", Some(ADMIN_KEY)).await,
     ];
     answers.push(invalidate(&app, &token).await);
     let (_, new) = invalidated(invalidate(&app, "stale").await).await;
@@ -437,24 +401,20 @@ async fn neither_admin_keys_nor_tokens_reach_the_logs_at_debug_level() {
         Stdio::from(logs.reopen().unwrap()),
     )
     .await;
-    let url = |path: &str| format!("{}/v1/apps/default/{path}", binary.address);
-    let get = |key: &str| env.client.get(url("access_token")).bearer_auth(key).send();
+    let get = |key| binary.access_token("default", Some(key));
     let post = |token: &str| {
-        env.client
-            .post(url("access_token/invalidate"))
-            .bearer_auth(OTHER_ADMIN_KEY)
-            .json(&serde_json::json!({ "access_token": token }))
-            .send()
+        let body = json!({ "access_token": token });
+        binary.invalidate("default", "access_token", body, OTHER_ADMIN_KEY)
     };
     let wrong_key = "wrong-admin-key-0000000000";
-    assert_eq!(get(wrong_key).await.unwrap().status(), 401);
-    let answer: serde_json::Value = get(ADMIN_KEY).await.unwrap().json().await.unwrap();
+    assert_eq!(get(wrong_key).await.status(), 401);
+    let answer: serde_json::Value = get(ADMIN_KEY).await.json().await.unwrap();
     let token = answer["access_token"].as_str().unwrap().to_string();
-    assert_eq!(post("sbx-st-stale").await.unwrap().status(), 200);
-    let answer: serde_json::Value = post(&token).await.unwrap().json().await.unwrap();
+    assert_eq!(post("sbx-st-stale").await.status(), 200);
+    let answer: serde_json::Value = post(&token).await.json().await.unwrap();
     assert_eq!(answer["invalidated"], true);
     let new = answer["access_token"].as_str().unwrap().to_string();
-    assert_eq!(post(&new).await.unwrap().status(), 429);
+    assert_eq!(post(&new).await.status(), 429);
     binary.stop();
 
     let printed = std::fs::read_to_string(logs.path()).unwrap();
@@ -481,20 +441,6 @@ async fn neither_admin_keys_nor_tokens_reach_the_logs_at_debug_level() {
 const CORPID: &str = "wwadmintest00000001";
 const AGENTID: &str = "1000002";
 
-async fn post_invalidation(
-    app: &TestApp,
-    path: &str,
-    body: serde_json::Value,
-) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/apps/{path}", app.address))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect("request the invalidation")
-}
-
 /// Every application of a corp has its own token: a WeChat Work app's token is looked
 /// up, spaced and dropped under `CORPID/AGENTID`. WeChat Work hands the same token out
 /// again until it expires, so the replacement is the same token.
@@ -505,22 +451,13 @@ async fn a_work_apps_token_is_invalidated_under_its_own_cache_id_and_spaced() {
         ..with_keys()
     })
     .await;
-    let response = app
-        .client
-        .get(format!("{}/v1/apps/work/access_token", app.address))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let response = app.access_token("work", Some(ADMIN_KEY)).await;
     let body: serde_json::Value = response.json().await.unwrap();
     let token = body["access_token"].as_str().expect("a token").to_string();
 
     let invalidate = || {
-        post_invalidation(
-            &app,
-            "work/access_token/invalidate",
-            json!({ "access_token": token }),
-        )
+        let body = json!({ "access_token": token });
+        app.invalidate("work", "access_token", body, ADMIN_KEY)
     };
     let (was_current, replacement) = invalidated(invalidate().await).await;
     assert!(was_current);
@@ -555,11 +492,9 @@ async fn a_work_apps_token_is_invalidated_under_its_own_cache_id_and_spaced() {
 /// beyond it, 429 until the next China day begins.
 #[actix_web::test]
 async fn invalidations_beyond_the_daily_cap_are_429_until_the_next_china_day() {
-    let mut options = Options {
-        token_mode: TokenMode::Classic,
-        ..with_keys()
-    };
-    options.cache.invalidations_per_day = 1;
+    let options = with_keys()
+        .set("wechat.token_mode", "classic")
+        .set("cache.invalidations_per_day", 1);
     let app = spawn_app_with(options).await;
     let (first, _) = current_token(&app).await;
     let (was_current, second) = invalidated(invalidate(&app, &first).await).await;
@@ -600,11 +535,8 @@ async fn a_ticket_is_invalidated_by_its_value_and_never_answered() {
     app.sign_and_check("https://page.example.com/").await;
     let old = app.sandbox.current_ticket(APPID).expect("a ticket");
     let invalidate = |ticket: &str| {
-        post_invalidation(
-            &app,
-            "default/jsapi_ticket/invalidate",
-            json!({ "ticket": ticket }),
-        )
+        let body = json!({ "ticket": ticket });
+        app.invalidate("default", "jsapi_ticket", body, ADMIN_KEY)
     };
 
     let response = invalidate("sbx-tk-not-the-current-one").await;
@@ -644,25 +576,23 @@ async fn a_ticket_is_invalidated_by_its_value_and_never_answered() {
         error_code(invalidate(&new).await, 429).await,
         "rate_limited"
     );
-    let card_on_work = post_invalidation(
-        &app,
-        "work/card_ticket/invalidate",
-        json!({ "ticket": "x" }),
-    );
+    let card_on_work = app.invalidate("work", "card_ticket", json!({ "ticket": "x" }), ADMIN_KEY);
     assert_eq!(error_code(card_on_work.await, 400).await, "unsupported");
-    let agent_on_official = post_invalidation(
-        &app,
-        "default/agent_ticket/invalidate",
+    let agent_on_official = app.invalidate(
+        "default",
+        "agent_ticket",
         json!({ "ticket": "x" }),
+        ADMIN_KEY,
     );
     assert_eq!(
         error_code(agent_on_official.await, 400).await,
         "unsupported"
     );
-    let wrong_field = post_invalidation(
-        &app,
-        "default/card_ticket/invalidate",
+    let wrong_field = app.invalidate(
+        "default",
+        "card_ticket",
         json!({ "access_token": "x" }),
+        ADMIN_KEY,
     );
     assert_eq!(error_code(wrong_field.await, 400).await, "invalid_body");
     assert_eq!(app.sandbox.calls().getticket, 2);
@@ -686,7 +616,7 @@ async fn a_refused_token_is_dropped_everywhere_even_before_it_is_replaced() {
     assert_eq!(error_code(response, 503).await, "unavailable");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let response = get_token(&other, Some(ADMIN_KEY)).await;
+        let response = other.access_token("default", Some(ADMIN_KEY)).await;
         if response.status() == 503 {
             break;
         }
@@ -700,7 +630,7 @@ async fn a_refused_token_is_dropped_everywhere_even_before_it_is_replaced() {
     }
     // And never again, while WeChat still fails.
     for _ in 0..10 {
-        let response = get_token(&other, Some(ADMIN_KEY)).await;
+        let response = other.access_token("default", Some(ADMIN_KEY)).await;
         assert_eq!(error_code(response, 503).await, "unavailable");
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
@@ -708,7 +638,7 @@ async fn a_refused_token_is_dropped_everywhere_even_before_it_is_replaced() {
     app.sandbox.clear_faults();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let response = get_token(&other, Some(ADMIN_KEY)).await;
+        let response = other.access_token("default", Some(ADMIN_KEY)).await;
         if response.status() == 200 {
             let (token, _) = invalidated_or_current(response).await;
             assert_ne!(token, refused);

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use wx_jssdk::cache::{ChinaDay, Record};
 use wx_jssdk::clock::now_ms;
-use wx_jssdk::configuration::TokenMode;
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::helpers::{
     cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, wait_until, Options,
-    TestApp, APPID,
+    Service, TestApp, APPID,
 };
 
 fn key(name: &str) -> String {
@@ -119,9 +118,7 @@ async fn a_dead_lock_holder_is_replaced_once_its_lock_expires() {
 
 #[actix_web::test]
 async fn waiting_longer_than_lock_wait_answers_503_with_retry_after() {
-    let mut options = Options::default();
-    options.cache.lock_wait_ms = 300;
-    let app = spawn_app_with(options).await;
+    let app = spawn_app_with(Options::default().set("cache.lock_wait_ms", 300)).await;
     let mut conn = app.redis().connection().await;
     let _: () = redis::cmd("SET")
         .arg(key("lock:jsapi_ticket"))
@@ -157,17 +154,10 @@ async fn reject_the_token(app: &TestApp) -> serde_json::Value {
 async fn invalidate_the_ticket(app: &TestApp) -> serde_json::Value {
     let ticket = stored(app, "jsapi_ticket").await.expect("a stored ticket");
     delete(app, "invalidate:gate:jsapi_ticket").await;
+    let body = serde_json::json!({ "ticket": ticket.value });
     let response = app
-        .client
-        .post(format!(
-            "{}/v1/apps/default/jsapi_ticket/invalidate",
-            app.address
-        ))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({ "ticket": ticket.value }))
-        .send()
-        .await
-        .expect("request the invalidation");
+        .invalidate("default", "jsapi_ticket", body, ADMIN_KEY)
+        .await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.expect("a JSON answer");
     assert_eq!(answer["invalidated"], true, "{answer}");
@@ -248,10 +238,9 @@ async fn a_rejected_stable_token_is_not_force_refreshed_past_the_20_of_a_china_d
 
 #[actix_web::test]
 async fn a_rejected_classic_token_is_replaced_once() {
-    let app = spawn_app_with(with_keys(Options {
-        token_mode: TokenMode::Classic,
-        ..Options::default()
-    }))
+    let app = spawn_app_with(with_keys(
+        Options::default().set("wechat.token_mode", "classic"),
+    ))
     .await;
     app.sign_and_check("https://page.example.com/").await;
     reject_the_token(&app).await;
@@ -320,28 +309,20 @@ async fn a_rejected_token_that_another_instance_already_replaced_is_kept() {
     app.sandbox.inject(fault(Endpoint::GetTicket, None, 300));
     let fresh = app.spawn_instance();
     let sent = Instant::now();
-    let signing = actix_web::rt::spawn({
-        let (client, url) = (
-            fresh.client.clone(),
-            format!("{}/wxJssdk/getJssdk", fresh.address),
-        );
-        async move {
-            client
-                .get(url)
-                .query(&[("url", "https://page.example.com/")])
-                .send()
-                .await
-        }
-    });
-    // ...and while WeChat is answering, another instance replaces it.
-    wait_until(
-        Duration::from_secs(10),
-        "the ticket call with the stale token",
-        || app.sandbox.calls().getticket >= 2,
+    let (response, ()) = futures_util::future::join(
+        fresh.sign("https://page.example.com/"),
+        // ...and while WeChat is answering, another instance replaces it.
+        async {
+            wait_until(
+                Duration::from_secs(10),
+                "the ticket call with the stale token",
+                || app.sandbox.calls().getticket >= 2,
+            )
+            .await;
+            store(&app, "access_token", &current).await;
+        },
     )
     .await;
-    store(&app, "access_token", &current).await;
-    let response = signing.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
     let config = response.json().await.unwrap();
     assert!(app.signed_with_a_valid_ticket(&config, "https://page.example.com/", sent));
@@ -466,9 +447,7 @@ async fn redis_down_is_a_503_for_cold_instances_and_service_resumes_when_it_is_b
 
 #[actix_web::test]
 async fn a_value_changed_by_another_instance_reaches_this_one_within_the_recheck_interval() {
-    let mut options = Options::default();
-    options.cache.local_recheck_ms = 200;
-    let app = spawn_app_with(options).await;
+    let app = spawn_app_with(Options::default().set("cache.local_recheck_ms", 200)).await;
     app.sign_and_check("https://page.example.com/").await;
     // Another instance renewed the ticket: Redis now holds a newer one.
     let current = stored(&app, "jsapi_ticket").await.unwrap();
@@ -514,9 +493,9 @@ async fn a_value_changed_by_another_instance_reaches_this_one_within_the_recheck
 /// three times, and still no other instance takes over and asks WeChat again.
 #[actix_web::test]
 async fn a_slow_wechat_does_not_let_the_lock_lapse_under_its_holder() {
-    let mut options = Options::default();
-    options.cache.lock_ttl_ms = 300;
-    options.cache.lock_wait_ms = 3_000;
+    let options = Options::default()
+        .set("cache.lock_ttl_ms", 300)
+        .set("cache.lock_wait_ms", 3_000);
     let app = spawn_app_with(options).await;
     let other = app.spawn_instance();
     // Slower than three lock TTLs, faster than the service's bound on a call.

@@ -11,8 +11,8 @@ use wx_jssdk::cache::{ChinaDay, Credential, KeySpace, RedisStore, Store};
 use wx_jssdk::clock::now_ms;
 
 use crate::helpers::{
-    cold_burst_on_two_instances, error_code, redis_settings, spawn_app_with, Options,
-    RunningBinary, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
+    cluster_settings, cold_burst_on_two_instances, error_code, spawn_app_with, Options,
+    RunningBinary, Service, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
 };
 use crate::store::check_semantics;
 
@@ -39,7 +39,7 @@ async fn keys_per_node(cluster: &TestCluster) -> Vec<u64> {
 #[actix_web::test]
 async fn the_store_keeps_its_semantics_on_a_cluster() {
     let cluster = TestCluster::start();
-    let mut settings = redis_settings(None, Some(cluster.urls()));
+    let mut settings = cluster_settings(&cluster.urls());
     settings.pool_size = 2;
     let store = Store::Redis(RedisStore::new(&settings).unwrap());
     check_semantics(&store).await;
@@ -146,12 +146,9 @@ async fn the_binary_takes_the_cluster_nodes_from_one_environment_variable() {
         Stdio::null(),
     )
     .await;
-    let get = |path: &str| env.client.get(format!("{}{path}", binary.address)).send();
-    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    assert_eq!(binary.get("/readyz").await.status(), 200);
     let sent = std::time::Instant::now();
-    let response = get("/wxJssdk/getJssdk?url=https://page.example.com/")
-        .await
-        .unwrap();
+    let response = binary.sign("https://page.example.com/").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     let signed = env.signed_with_a_valid_ticket(&body, "https://page.example.com/", sent);

@@ -28,24 +28,8 @@ fn run_binary(args: &[&str], toml: &str, env: &[(&str, &str)]) -> Output {
         .arg(file.path())
         .env_remove("WXJSSDK_CONFIG")
         .envs(env.iter().copied());
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_with_timeout(child)
-}
-
-fn wait_with_timeout(mut child: std::process::Child) -> Output {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("wx-jssdk kept running with a configuration it should refuse");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    crate::common::run_bounded(&mut command, std::time::Duration::from_secs(20))
+        .expect("run wx-jssdk")
 }
 
 pub const COMPLETE_APP: &str = r#"

@@ -10,8 +10,9 @@ use std::time::Instant;
 use tempfile::NamedTempFile;
 use wx_jssdk::sandbox::Sandbox;
 
+use crate::common::free_port;
 use crate::helpers::{
-    free_port, retry_after, signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis,
+    retry_after, signed_with_a_valid_ticket, start_sandbox, RunningBinary, Service, TestRedis,
     APPID, SECRET, SERVER_TOKEN,
 };
 
@@ -25,7 +26,6 @@ pub struct Deployment {
     logs: Vec<NamedTempFile>,
     _config: NamedTempFile,
     sandbox_url: String,
-    pub client: reqwest::Client,
 }
 
 /// The answer to one signing request, as the page would see it (a signature, checked).
@@ -57,10 +57,6 @@ impl Deployment {
             logs: Vec::new(),
             _config: config,
             sandbox_url,
-            client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .expect("an HTTP client"),
         };
         for _ in 0..count {
             deployment.start_instance().await;
@@ -104,13 +100,7 @@ impl Deployment {
     /// check it, and the test fails if it does not verify.
     pub async fn sign(&self, i: usize) -> Answer {
         let sent = Instant::now();
-        let response = self
-            .client
-            .get(format!("{}/wxJssdk/getJssdk", self.instances[i].address))
-            .query(&[("url", PAGE_URL)])
-            .send()
-            .await
-            .expect("every request is answered");
+        let response = self.instances[i].sign(PAGE_URL).await;
         let status = response.status().as_u16();
         let retry_after = retry_after(&response);
         let body: serde_json::Value = response.json().await.expect("a JSON answer");
@@ -126,6 +116,16 @@ impl Deployment {
         }
     }
 
+    /// Asks instance `i` to sign [`PAGE_URL`] without waiting for the answer: the
+    /// request is in flight while the test stops or kills the instance.
+    pub fn sign_in_flight(
+        &self,
+        i: usize,
+    ) -> actix_web::rt::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let request = self.instances[i].request(reqwest::Method::GET, "/wxJssdk/getJssdk");
+        actix_web::rt::spawn(request.query(&[("url", PAGE_URL)]).send())
+    }
+
     /// Signs on instance `i`, which must answer with a valid signature.
     pub async fn sign_and_check(&self, i: usize) {
         if let Answer::Status(status, _, body) = self.sign(i).await {
@@ -133,10 +133,10 @@ impl Deployment {
         }
     }
 
+    /// The status of `GET path` on instance `i`; 0 if it does not answer (it is down).
     pub async fn status(&self, i: usize, path: &str) -> u16 {
-        let url = format!("{}{path}", self.instances[i].address);
-        self.client
-            .get(url)
+        let request = self.instances[i].request(reqwest::Method::GET, path);
+        request
             .send()
             .await
             .map(|r| r.status().as_u16())

@@ -4,7 +4,7 @@
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Method;
 
-use crate::helpers::{error_code, spawn_app_with, Options, TestApp};
+use crate::helpers::{error_code, spawn_app_with, Options, Service, TestApp};
 
 const SHOP_APPID: &str = "wxshop000000000001";
 
@@ -15,15 +15,6 @@ fn with_domains() -> Options {
         allowed_domains: vec![("default", &["example.com", "*.example.org"])],
         ..Options::default()
     }
-}
-
-async fn sign_on(app: &TestApp, route: &str, page_url: &str) -> reqwest::Response {
-    app.client
-        .get(format!("{}{route}", app.address))
-        .query(&[("url", page_url)])
-        .send()
-        .await
-        .expect("request the signature")
 }
 
 async fn keys_in_redis(app: &TestApp) -> usize {
@@ -44,7 +35,7 @@ async fn pages_outside_the_allowed_domains_are_refused_before_any_cache_or_wecha
         "https://example.com.evil.net/a",  //
         "https://evil.net/?u=https://example.com/", // only the host counts
     ] {
-        let response = sign_on(&app, "/wxJssdk/getJssdk", page).await;
+        let response = app.sign(page).await;
         let body = response.text().await.unwrap();
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -56,12 +47,8 @@ async fn pages_outside_the_allowed_domains_are_refused_before_any_cache_or_wecha
     }
     // The same on the v1 route, with the URL in a JSON body.
     let response = app
-        .client
-        .post(format!("{}/v1/apps/default/jssdk/config", app.address))
-        .json(&serde_json::json!({"url": "https://www.example.com/"}))
-        .send()
-        .await
-        .unwrap();
+        .post_config_for("default", "https://www.example.com/")
+        .await;
     assert_eq!(error_code(response, 403).await, "domain_not_allowed");
 
     let calls = app.sandbox.calls();
@@ -95,22 +82,16 @@ async fn pages_inside_the_allowed_domains_are_signed_whatever_the_case_port_or_d
 #[actix_web::test]
 async fn an_app_without_allowed_domains_signs_any_host() {
     let app = spawn_app_with(with_domains()).await;
-    let response = sign_on(
-        &app,
-        "/v1/apps/shop/jssdk/config",
-        "https://anything.example.net/",
-    )
-    .await;
+    let response = app
+        .config_for("shop", "https://anything.example.net/")
+        .await;
     assert_eq!(response.status(), 200);
     let config: serde_json::Value = response.json().await.unwrap();
     assert_eq!(config["appId"], SHOP_APPID);
     // ...while the app that has a list keeps refusing that host.
-    let response = sign_on(
-        &app,
-        "/v1/apps/default/jssdk/config",
-        "https://anything.example.net/",
-    )
-    .await;
+    let response = app
+        .config_for("default", "https://anything.example.net/")
+        .await;
     assert_eq!(error_code(response, 403).await, "domain_not_allowed");
 }
 
@@ -132,8 +113,7 @@ fn with_origins() -> Options {
 const SIGNED_PAGE: &str = "https://a.example.com/page";
 
 async fn sign_from(app: &TestApp, route: &str, origin: &str) -> reqwest::Response {
-    app.client
-        .get(format!("{}{route}", app.address))
+    app.request(Method::GET, route)
         .header("origin", origin)
         .query(&[("url", SIGNED_PAGE)])
         .send()
@@ -142,8 +122,7 @@ async fn sign_from(app: &TestApp, route: &str, origin: &str) -> reqwest::Respons
 }
 
 async fn preflight(app: &TestApp, route: &str, origin: &str) -> reqwest::Response {
-    app.client
-        .request(Method::OPTIONS, format!("{}{route}", app.address))
+    app.request(Method::OPTIONS, route)
         .header("origin", origin)
         .header("access-control-request-method", "POST")
         .header("access-control-request-headers", "content-type")
@@ -192,8 +171,7 @@ async fn a_listed_origin_gets_its_origin_echoed_on_answers_and_errors() {
     }
     // A page can read why it failed.
     let response = app
-        .client
-        .get(format!("{}/wxJssdk/getJssdk", app.address))
+        .request(Method::GET, "/wxJssdk/getJssdk")
         .header("origin", "http://localhost:3000")
         .send()
         .await
@@ -293,8 +271,7 @@ async fn a_refused_domain_is_readable_by_a_listed_origin() {
     options.allowed_domains = vec![("default", &["*.example.com"])];
     let app = spawn_app_with(options).await;
     let response = app
-        .client
-        .get(format!("{}/wxJssdk/getJssdk", app.address))
+        .request(Method::GET, "/wxJssdk/getJssdk")
         .header("origin", PAGE_ORIGIN)
         .query(&[("url", "https://elsewhere.example.net/")])
         .send()

@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use wx_jssdk::sandbox::Endpoint;
 
 use crate::deployment::{Answer, Deployment};
-use crate::helpers::{fault, wait_until};
+use crate::helpers::{fault, wait_until, Service};
 
 /// Keeps all instances signing in turn until `done` holds; every answer must verify.
 async fn steady_load(
@@ -69,11 +69,7 @@ async fn a_lock_holder_killed_mid_call_is_taken_over_and_nobody_hangs() {
         .sandbox
         .inject(fault(Endpoint::StableToken, None, 60_000));
     // Instance 0 takes the lock and waits on a slow WeChat...
-    let doomed = deployment.client.get(format!(
-        "{}/wxJssdk/getJssdk?url=https://page.example.com/",
-        deployment.instances[0].address
-    ));
-    let doomed = actix_web::rt::spawn(doomed.send());
+    let doomed = deployment.sign_in_flight(0);
     wait_until(Duration::from_secs(10), "instance 0 calls WeChat", || {
         deployment.sandbox.calls().stable_token >= 1
     })
@@ -291,17 +287,14 @@ async fn a_token_invalidated_upstream_is_replaced_once_for_all_instances() {
         .sandbox
         .current_ticket(crate::helpers::APPID)
         .expect("a ticket");
-    let response = deployment
-        .client
-        .post(format!(
-            "{}/v1/apps/default/jsapi_ticket/invalidate",
-            deployment.instances[0].address
-        ))
-        .bearer_auth("faults-admin-key-0123456789")
-        .json(&serde_json::json!({ "ticket": old }))
-        .send()
-        .await
-        .expect("the invalidation");
+    let response = deployment.instances[0]
+        .invalidate(
+            "default",
+            "jsapi_ticket",
+            serde_json::json!({ "ticket": old }),
+            "faults-admin-key-0123456789",
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let calls = deployment.sandbox.calls();
     assert_eq!(

@@ -1,24 +1,24 @@
 //! What every integration test needs: a private `redis-server` on a free port (or a
 //! private Redis Cluster, [`TestCluster`]), the sandbox WeChat API, and the service
 //! itself on a random port, spawned through [`spawn_app`] (or
-//! [`TestApp::spawn_instance`] for more instances on the same Redis).
+//! [`TestApp::spawn_instance`] for more instances on the same Redis) with the shipped
+//! configuration and the [`Options`] a test asks for. Requests go through [`Service`],
+//! one method per family of routes, for the service in-process and the real binary
+//! ([`RunningBinary`]) alike.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wx_jssdk::access::{AllowedDomains, CorsOrigins, TrustedProxies};
-use wx_jssdk::configuration::{
-    AdminSettings, AppSettings, CacheSettings, RedisSettings, ServerSettings, Settings, TokenMode,
-    WechatSettings,
-};
+use reqwest::Method;
+use wx_jssdk::configuration::{RedisSettings, Settings};
 use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
-use wx_jssdk::secret::Secret;
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
+
+use crate::common::{distinct_free_ports, free_port, run_bounded};
 
 pub const APPID: &str = "wxtest0000000000001";
 pub const SECRET: &str = "test-app-secret-do-not-leak";
@@ -134,7 +134,7 @@ impl TestCluster {
     pub fn start() -> Self {
         // Each node also needs a free port for the cluster bus (the default, port +
         // 10000, may be taken or out of range).
-        let mut ports = free_ports(2 * CLUSTER_NODES);
+        let mut ports = distinct_free_ports(2 * CLUSTER_NODES);
         let bus_ports = ports.split_off(CLUSTER_NODES);
         let cluster = Self {
             nodes: Mutex::new(Vec::new()),
@@ -186,7 +186,7 @@ impl TestCluster {
         command.arg("--cluster").arg("create");
         command.args(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
         command.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        let output = run_bounded(command, Duration::from_secs(30))
+        let output = run_bounded(&mut command, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{}", missing_redis("redis-cli", e)));
         assert!(
             output.status.success(),
@@ -279,47 +279,12 @@ impl Drop for TestCluster {
     }
 }
 
-/// Runs `command` to completion, killing it if it takes longer than `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> std::io::Result<Output> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output()?;
-            panic!(
-                "{command:?} did not finish within {limit:?}:\n{}\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output()
-}
-
-pub fn free_port() -> u16 {
-    free_ports(1)[0]
-}
-
-/// `n` distinct free ports: the listeners are all held until every port is known.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on loopback"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound address").port())
-        .collect()
-}
-
-/// Knobs a test may turn before the service starts.
+/// What a test needs the service to do differently from the configuration it ships
+/// with. Everything not asked for here runs with the shipped default: the service is
+/// configured through the same loader as `wx-jssdk` (see [`shipped_settings_with`]), so
+/// the tests exercise the defaults operators get, and a new setting needs nothing here.
 pub struct Options {
-    pub token_mode: TokenMode,
-    pub cache: CacheSettings,
+    /// Whether the service has a Redis of its own (false: the in-process store).
     pub with_redis: bool,
     /// With `with_redis`: a local three-node Redis Cluster instead of one redis-server.
     pub redis_cluster: bool,
@@ -333,32 +298,24 @@ pub struct Options {
     pub cors_origins: Vec<(&'static str, &'static [&'static str])>,
     /// `admin.keys`; none: the admin routes do not exist.
     pub admin_keys: Vec<&'static str>,
-    /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
-    pub verify_max_age_secs: u64,
     /// Apps whose `card_sign_public` is set.
     pub card_sign_public: Vec<&'static str>,
     /// `server.trusted_proxies`.
     pub trusted_proxies: Vec<&'static str>,
     /// Whether to serve `/metrics` on an operations listener (`server.ops_bind`).
     pub ops_listener: bool,
-    /// `server.client_body_timeout_ms`.
-    pub client_body_timeout_ms: u64,
     /// `domain_verify_files` of the apps named: (app, file name, content).
     pub domain_verify_files: Vec<(&'static str, &'static str, &'static str)>,
+    /// Any other setting, by dotted key, with its value as the environment writes it
+    /// (`("cache.lock_wait_ms", "300")`); see [`Options::set`]. Applied last, so it
+    /// may also change what the tests set by default (e.g. `wechat.timeout_ms`).
+    pub settings: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
+    /// The shipped configuration, with one official account (`default`) and a Redis.
     fn default() -> Self {
         Self {
-            token_mode: TokenMode::Stable,
-            cache: CacheSettings {
-                safety_margin_secs: 60,
-                refresh_ahead_secs: 900,
-                lock_ttl_ms: 5_000,
-                lock_wait_ms: 5_000,
-                local_recheck_ms: 1_000,
-                invalidations_per_day: 100,
-            },
             with_redis: true,
             redis_cluster: false,
             extra_apps: Vec::new(),
@@ -366,14 +323,103 @@ impl Default for Options {
             allowed_domains: Vec::new(),
             cors_origins: Vec::new(),
             admin_keys: Vec::new(),
-            verify_max_age_secs: 0,
             card_sign_public: Vec::new(),
             trusted_proxies: Vec::new(),
             ops_listener: false,
-            client_body_timeout_ms: 10_000,
             domain_verify_files: Vec::new(),
+            settings: Vec::new(),
         }
     }
+}
+
+impl Options {
+    /// Sets `key` (dotted, as in `check-config`'s output) to `value`.
+    pub fn set(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.settings.push((key, value.to_string()));
+        self
+    }
+
+    /// The overrides of the shipped defaults that make the service of these options,
+    /// answering on a free port and calling the sandbox at `sandbox_url`. Lists take
+    /// their comma-separated form, as in the environment. `store` is the `redis.url` or
+    /// `redis.cluster_urls` setting, if the service has a Redis.
+    fn overrides(&self, sandbox_url: &str, store: Option<(&str, String)>) -> Vec<(String, String)> {
+        let mut overrides: Vec<(String, String)> = Vec::new();
+        let mut set = |key: String, value: String| overrides.push((key, value));
+        set("server.bind".into(), "127.0.0.1:0".into());
+        // Not one per CPU (the shipped default): many services run side by side here.
+        set("server.workers".into(), "2".into());
+        if self.ops_listener {
+            set("server.ops_bind".into(), "127.0.0.1:0".into());
+        }
+        if !self.trusted_proxies.is_empty() {
+            set(
+                "server.trusted_proxies".into(),
+                self.trusted_proxies.join(","),
+            );
+        }
+        set("wechat.api_base".into(), sandbox_url.into());
+        set("wechat.work_api_base".into(), sandbox_url.into());
+        set("wechat.timeout_ms".into(), WECHAT_TIMEOUT_MS.to_string());
+        if let Some((key, value)) = store {
+            set(key.into(), value);
+        }
+        let official = std::iter::once(("default", APPID)).chain(self.extra_apps.iter().copied());
+        for (name, appid) in official {
+            let key = |field: &str| format!("apps.{name}.{field}");
+            set(key("appid"), appid.into());
+            set(key("secret"), SECRET.into());
+            set(key("token"), SERVER_TOKEN.into());
+            let lists = [
+                ("allowed_domains", &self.allowed_domains),
+                ("cors_origins", &self.cors_origins),
+            ];
+            for (field, lists) in lists {
+                if let Some((_, list)) = lists.iter().find(|(app, _)| *app == name) {
+                    set(key(field), list.join(","));
+                }
+            }
+            if self.card_sign_public.contains(&name) {
+                set(key("card_sign_public"), "true".into());
+            }
+            let files: Vec<String> = self
+                .domain_verify_files
+                .iter()
+                .filter(|(app, _, _)| *app == name)
+                .map(|(_, file, content)| format!("{file}={content}"))
+                .collect();
+            if !files.is_empty() {
+                set(key("domain_verify_files"), files.join(","));
+            }
+        }
+        for (name, corpid, agentid) in &self.work_apps {
+            let key = |field: &str| format!("apps.{name}.{field}");
+            set(key("kind"), "work".into());
+            set(key("appid"), corpid.to_string());
+            set(key("secret"), SECRET.into());
+            set(key("agentid"), agentid.to_string());
+        }
+        if !self.admin_keys.is_empty() {
+            set("admin.keys".into(), self.admin_keys.join(","));
+        }
+        for (key, value) in &self.settings {
+            set(key.to_string(), value.clone());
+        }
+        overrides
+    }
+}
+
+/// The settings `wx-jssdk` would run with, given `overrides` (dotted keys) over its
+/// built-in defaults and no file: the binary's own loader and checks, blind to this
+/// process's environment (a `WXJSSDK__...` variable of the developer's must not change
+/// what the tests run).
+pub fn shipped_settings_with<K: AsRef<str>, V: AsRef<str>>(overrides: &[(K, V)]) -> Settings {
+    let overrides: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(key, value)| (key.as_ref(), value.as_ref()))
+        .collect();
+    Settings::load_with_environment(None, &overrides, Some(&[]))
+        .unwrap_or_else(|e| panic!("the test's settings do not load: {e}"))
 }
 
 pub struct TestApp {
@@ -416,12 +462,12 @@ fn start(
     cluster: Option<Arc<TestCluster>>,
     options: Arc<Options>,
 ) -> TestApp {
-    let redis_settings = match (&redis, &cluster) {
-        (Some(redis), _) => Some(redis_settings(Some(redis.url()), None)),
-        (None, Some(cluster)) => Some(redis_settings(None, Some(cluster.urls()))),
+    let store = match (&redis, &cluster) {
+        (Some(redis), _) => Some(("redis.url", redis.url())),
+        (None, Some(cluster)) => Some(("redis.cluster_urls", cluster.urls().join(","))),
         (None, None) => None,
     };
-    let settings = settings(&options, redis_settings, &sandbox_url);
+    let settings = shipped_settings_with(&options.overrides(&sandbox_url, store));
     let app = Application::build(settings).expect("build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let ops_address = app
@@ -440,71 +486,147 @@ fn start(
     }
 }
 
-/// The service's `[redis]` table for one server (`url`) or a cluster (`cluster_urls`).
-pub fn redis_settings(url: Option<String>, cluster_urls: Option<Vec<String>>) -> RedisSettings {
-    RedisSettings {
-        url: url.map(Secret::new),
-        cluster_urls: cluster_urls.map(|urls| urls.into_iter().map(Secret::new).collect()),
-        key_prefix: "wxjssdk".into(),
-        pool_size: 8,
-        timeout_ms: 1000,
+/// The service's `[redis]` table as it ships, for the cluster whose nodes are `urls`.
+pub fn cluster_settings(urls: &[String]) -> RedisSettings {
+    // The loader checks a whole configuration, and one needs an app.
+    let settings = shipped_settings_with(&[
+        ("redis.cluster_urls", urls.join(",").as_str()),
+        ("apps.default.appid", APPID),
+        ("apps.default.secret", SECRET),
+        ("apps.default.token", SERVER_TOKEN),
+    ]);
+    settings.redis.expect("a [redis] table")
+}
+
+/// The service's routes, one method per family of endpoints, for whatever serves them:
+/// a [`TestApp`] in this process or a [`RunningBinary`]. Each sends what a page,
+/// WeChat or a backend would send, and hands back the response as it came, so that a
+/// test reads as the exchange it checks; [`Service::request`] is for the requests a
+/// test makes odd on purpose.
+pub trait Service {
+    /// Where it answers: `http://127.0.0.1:PORT`.
+    fn address(&self) -> &str;
+
+    fn client(&self) -> &reqwest::Client;
+
+    /// A request for `path`, for a test to add what is unusual about it (headers, a
+    /// raw body, another method).
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.address());
+        self.client().request(method, url)
+    }
+
+    /// `GET` a path of the service.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        send(self.request(Method::GET, path)).await
+    }
+
+    /// The JSON answer to `GET path` with `Authorization: Bearer key`.
+    async fn get_with_key(&self, path: &str, key: &str) -> serde_json::Value {
+        let response = send(self.request(Method::GET, path).bearer_auth(key)).await;
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// `wx.config` for `page_url` from the default app's short route.
+    async fn sign(&self, page_url: &str) -> reqwest::Response {
+        self.sign_on("/wxJssdk/getJssdk", page_url).await
+    }
+
+    /// `wx.config` for `page_url` from the signing route `route`, URL in the query.
+    async fn sign_on(&self, route: &str, page_url: &str) -> reqwest::Response {
+        send(self.request(Method::GET, route).query(&[("url", page_url)])).await
+    }
+
+    /// `wx.config` for `page_url` from the app `app`'s route, `/v1/apps/{app}/jssdk/config`.
+    async fn config_for(&self, app: &str, page_url: &str) -> reqwest::Response {
+        self.sign_on(&format!("/v1/apps/{app}/jssdk/config"), page_url)
+            .await
+    }
+
+    /// [`Service::config_for`] as a `POST` with the URL in a JSON body.
+    async fn post_config_for(&self, app: &str, page_url: &str) -> reqwest::Response {
+        let route = format!("/v1/apps/{app}/jssdk/config");
+        let body = serde_json::json!({ "url": page_url });
+        send(self.request(Method::POST, &route).json(&body)).await
+    }
+
+    /// A card signature of the app `app` (`/v1/apps/{app}/card/sign`), with a bearer
+    /// `key` as a backend asks or without one as a page does.
+    async fn card<Q: serde::Serialize + ?Sized>(
+        &self,
+        app: &str,
+        query: &Q,
+        key: Option<&str>,
+    ) -> reqwest::Response {
+        let request = self.request(Method::GET, &format!("/v1/apps/{app}/card/sign"));
+        send(with_key(request.query(query), key)).await
+    }
+
+    /// WeChat's check of the server URL `route` (`/wxJssdk`, `/v1/apps/{name}/verify`).
+    async fn verify<Q: serde::Serialize + ?Sized>(
+        &self,
+        route: &str,
+        query: &Q,
+    ) -> reqwest::Response {
+        send(self.request(Method::GET, route).query(query)).await
+    }
+
+    /// A message WeChat pushes to the server URL `route`.
+    async fn push<Q: serde::Serialize + ?Sized>(
+        &self,
+        route: &str,
+        query: &Q,
+        body: &'static str,
+    ) -> reqwest::Response {
+        let request = self.request(Method::POST, route).query(query);
+        send(request.header("content-type", "text/xml").body(body)).await
+    }
+
+    /// The app `app`'s access_token, as another backend asks for it.
+    async fn access_token(&self, app: &str, key: Option<&str>) -> reqwest::Response {
+        let request = self.request(Method::GET, &format!("/v1/apps/{app}/access_token"));
+        send(with_key(request, key)).await
+    }
+
+    /// Asks for the app `app`'s `credential` (`access_token`, `jsapi_ticket`,
+    /// `card_ticket`, `agent_ticket`) to be invalidated, `body` naming the value.
+    async fn invalidate(
+        &self,
+        app: &str,
+        credential: &str,
+        body: serde_json::Value,
+        key: &str,
+    ) -> reqwest::Response {
+        let route = format!("/v1/apps/{app}/{credential}/invalidate");
+        send(
+            self.request(Method::POST, &route)
+                .bearer_auth(key)
+                .json(&body),
+        )
+        .await
     }
 }
 
-fn settings(options: &Options, redis: Option<RedisSettings>, api_base: &str) -> Settings {
-    let list = |lists: &[(&str, &'static [&'static str])], name: &str| {
-        let found = lists.iter().find(|(app, _)| *app == name);
-        found.map_or(&[][..], |(_, list)| *list).iter().copied()
-    };
-    let app = |name: &str, appid: &str| {
-        let mut app = AppSettings::official(appid, Secret::new(SECRET), Secret::new(SERVER_TOKEN));
-        app.allowed_domains = AllowedDomains::new(list(&options.allowed_domains, name));
-        app.cors_origins = CorsOrigins::new(list(&options.cors_origins, name));
-        app.card_sign_public = options.card_sign_public.contains(&name);
-        app.domain_verify_files = options
-            .domain_verify_files
-            .iter()
-            .filter(|(app, _, _)| *app == name)
-            .map(|(_, file, content)| (file.to_string(), content.to_string()))
-            .collect();
-        app
-    };
-    let mut apps = BTreeMap::from([("default".to_string(), app("default", APPID))]);
-    for (name, appid) in &options.extra_apps {
-        apps.insert(name.to_string(), app(name, appid));
+/// `request` with `Authorization: Bearer key`, if there is a key.
+fn with_key(request: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder {
+    match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
     }
-    for (name, corpid, agentid) in &options.work_apps {
-        apps.insert(
-            name.to_string(),
-            AppSettings::work(corpid, Secret::new(SECRET), agentid),
-        );
+}
+
+/// Sends `request`; the service always answers, so no answer fails the test.
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request the service")
+}
+
+impl Service for TestApp {
+    fn address(&self) -> &str {
+        &self.address
     }
-    Settings {
-        server: ServerSettings {
-            bind: "127.0.0.1:0".into(),
-            ops_bind: options.ops_listener.then(|| "127.0.0.1:0".into()),
-            client_body_timeout_ms: options.client_body_timeout_ms,
-            trusted_proxies: TrustedProxies::new(options.trusted_proxies.iter().copied()),
-            workers: Some(2),
-            shutdown_timeout_secs: 30,
-            client_request_timeout_ms: 5000,
-            client_disconnect_timeout_ms: 1000,
-            max_connections: 25_000,
-        },
-        redis,
-        wechat: WechatSettings {
-            api_base: api_base.to_string(),
-            work_api_base: api_base.to_string(),
-            token_mode: options.token_mode,
-            timeout_ms: WECHAT_TIMEOUT_MS,
-            retries: 2,
-            verify_max_age_secs: options.verify_max_age_secs,
-        },
-        cache: options.cache.clone(),
-        apps,
-        admin: AdminSettings {
-            keys: options.admin_keys.iter().map(|k| Secret::new(*k)).collect(),
-        },
+
+    fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 }
 
@@ -532,34 +654,10 @@ impl TestApp {
             .expect("this test app runs with a redis cluster")
     }
 
-    /// The JSON answer to `GET path` with `Authorization: Bearer key`.
-    pub async fn get_with_key(&self, path: &str, key: &str) -> serde_json::Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request the service");
-        response.json().await.expect("a JSON answer")
-    }
-
-    /// `GET` a path of the service.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("request the service")
-    }
-
-    pub async fn sign(&self, page_url: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}/wxJssdk/getJssdk", self.address))
-            .query(&[("url", page_url)])
-            .send()
-            .await
-            .expect("request the signature")
+    /// `GET` a path of the operations listener (`Options::ops_listener`).
+    pub async fn ops_get(&self, path: &str) -> reqwest::Response {
+        let ops = self.ops_address.as_deref().expect("an operations listener");
+        send(self.client.get(format!("{ops}{path}"))).await
     }
 
     /// Signs `page_url` and checks the answer against the sandbox's tickets.
@@ -682,6 +780,8 @@ pub fn sorted_sha1(values: &[&str]) -> String {
 pub struct RunningBinary {
     child: Child,
     pub address: String,
+    /// Bounds every request, so that an instance that stops answering fails the test.
+    client: reqwest::Client,
 }
 
 impl RunningBinary {
@@ -704,20 +804,18 @@ impl RunningBinary {
         let binary = Self {
             child: command.spawn().expect("start wx-jssdk"),
             address: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
         };
         binary.wait_until_up().await;
         binary
     }
 
     async fn wait_until_up(&self) {
-        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while client
-            .get(format!("{}/healthz", self.address))
-            .send()
-            .await
-            .is_err()
-        {
+        while self.request(Method::GET, "/healthz").send().await.is_err() {
             assert!(
                 Instant::now() < deadline,
                 "wx-jssdk did not start within 20 s"
@@ -762,6 +860,16 @@ impl RunningBinary {
             );
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Service for RunningBinary {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 }
 

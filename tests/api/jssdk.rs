@@ -1,9 +1,12 @@
 //! `wx.config` signing: inputs, answers and errors.
 
-use crate::helpers::{
-    error_code, fault, spawn_app, spawn_app_with, Options, APPID, SECRET, WECHAT_TIMEOUT_MS,
-};
+use reqwest::Method;
 use wx_jssdk::sandbox::Endpoint;
+
+use crate::helpers::{
+    error_code, fault, spawn_app, spawn_app_with, Options, Service, APPID, SECRET,
+    WECHAT_TIMEOUT_MS,
+};
 
 #[actix_web::test]
 async fn the_config_has_every_field_and_a_signature_that_verifies() {
@@ -34,15 +37,13 @@ async fn the_url_may_come_as_json_or_form_on_post_and_on_the_v1_route() {
     let url = "http://page.example.com/x?y=%E4%BD%A0";
     let sent = std::time::Instant::now();
     let json = app
-        .client
-        .post(format!("{}/wxJssdk/getJssdk", app.address))
+        .request(Method::POST, "/wxJssdk/getJssdk")
         .json(&serde_json::json!({ "url": url }))
         .send()
         .await
         .unwrap();
     let form = app
-        .client
-        .post(format!("{}/v1/apps/default/jssdk/config", app.address))
+        .request(Method::POST, "/v1/apps/default/jssdk/config")
         .form(&[("url", url)])
         .send()
         .await
@@ -76,7 +77,7 @@ async fn nonces_differ_and_nothing_secret_is_answered() {
 #[actix_web::test]
 async fn bad_urls_and_bodies_get_clear_json_errors() {
     let app = spawn_app().await;
-    let endpoint = format!("{}/wxJssdk/getJssdk", app.address);
+    let endpoint = "/wxJssdk/getJssdk";
     let long = format!("https://a.example.com/{}", "x".repeat(5000));
     for (url, code) in [
         ("", "invalid_url"),
@@ -86,28 +87,20 @@ async fn bad_urls_and_bodies_get_clear_json_errors() {
         ("https://a.example.com/\r\nSet-Cookie: x=y", "invalid_url"),
         (long.as_str(), "invalid_url"),
     ] {
-        let response = app
-            .client
-            .get(&endpoint)
-            .query(&[("url", url)])
-            .send()
-            .await
-            .unwrap();
+        let response = app.sign(url).await;
         assert_eq!(error_code(response, 400).await, code, "url {url:.40}");
     }
-    let no_url = app.client.get(&endpoint).send().await.unwrap();
+    let no_url = app.get(endpoint).await;
     assert_eq!(error_code(no_url, 400).await, "missing_url");
     let empty_json = app
-        .client
-        .post(&endpoint)
+        .request(Method::POST, endpoint)
         .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
     assert_eq!(error_code(empty_json, 400).await, "missing_url");
     let post = |content_type: &'static str, body: &'static str| {
-        app.client
-            .post(&endpoint)
+        app.request(Method::POST, endpoint)
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -125,8 +118,7 @@ async fn bad_urls_and_bodies_get_clear_json_errors() {
         );
     }
     let huge = app
-        .client
-        .post(&endpoint)
+        .request(Method::POST, endpoint)
         .header("content-type", "application/json")
         .body(vec![b' '; 100 * 1024])
         .send()
@@ -148,8 +140,7 @@ async fn unknown_routes_and_methods_are_json_errors() {
     let missing = app.get("/nope").await;
     assert_eq!(error_code(missing, 404).await, "not_found");
     let wrong_method = app
-        .client
-        .delete(format!("{}/wxJssdk/getJssdk", app.address))
+        .request(Method::DELETE, "/wxJssdk/getJssdk")
         .send()
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use wx_jssdk::cache::Record;
 use wx_jssdk::clock::now_ms;
 use wx_jssdk::sandbox::Endpoint;
 
-use crate::helpers::{fault, spawn_app, RunningBinary, APPID, SECRET, SERVER_TOKEN};
+use crate::helpers::{fault, spawn_app, RunningBinary, Service, APPID, SECRET, SERVER_TOKEN};
 
 #[actix_web::test]
 async fn nothing_secret_is_logged_at_debug_level() {
@@ -32,21 +32,15 @@ async fn nothing_secret_is_logged_at_debug_level() {
         Stdio::from(logs.reopen().unwrap()),
     )
     .await;
-    let address = binary.address.clone();
 
-    let sign = || {
-        env.client
-            .get(format!("{address}/wxJssdk/getJssdk"))
-            .query(&[("url", "https://page.example.com/")])
-            .send()
-    };
+    let sign = || binary.sign("https://page.example.com/");
     env.sandbox
         .inject(fault(Endpoint::StableToken, Some(40125), 0));
-    assert_eq!(sign().await.unwrap().status(), 502);
+    assert_eq!(sign().await.status(), 502);
     // The deployment backs off 1 s after the failure: 503 until the next attempt.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let response = sign().await.unwrap();
+        let response = sign().await;
         if response.status() == 200 {
             break;
         }
@@ -63,18 +57,14 @@ async fn nothing_secret_is_logged_at_debug_level() {
     // (after the 40125 and the first token).
     env.sandbox.revoke_tokens(APPID);
     let ticket = env.sandbox.current_ticket(APPID).expect("a ticket");
-    let invalidated = env
-        .client
-        .post(format!("{address}/v1/apps/default/jsapi_ticket/invalidate"))
-        .bearer_auth(admin_key)
-        .json(&serde_json::json!({ "ticket": ticket }))
-        .send()
-        .await
-        .unwrap();
+    let body = serde_json::json!({ "ticket": ticket });
+    let invalidated = binary
+        .invalidate("default", "jsapi_ticket", body, admin_key)
+        .await;
     assert_eq!(invalidated.status(), 200);
     let calls = env.sandbox.calls();
     assert_eq!((calls.stable_token, calls.getticket), (3, 3), "{calls:?}");
-    assert_eq!(sign().await.unwrap().status(), 200);
+    assert_eq!(sign().await.status(), 200);
     binary.stop();
 
     let printed = std::fs::read_to_string(logs.path()).unwrap();

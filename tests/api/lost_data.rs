@@ -7,19 +7,20 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use wx_jssdk::cache::Record;
-use wx_jssdk::configuration::TokenMode;
 use wx_jssdk::sandbox::Endpoint;
 
-use crate::helpers::{fault, spawn_app_with, wait_until, Options, TestApp, TestRedis, APPID};
+use crate::helpers::{
+    fault, spawn_app_with, wait_until, Options, Service, TestApp, TestRedis, APPID,
+};
 
 const ADMIN_KEY: &str = "lost-data-admin-key-0123456789";
 
 fn classic_with_keys() -> Options {
     Options {
-        token_mode: TokenMode::Classic,
         admin_keys: vec![ADMIN_KEY],
         ..Options::default()
     }
+    .set("wechat.token_mode", "classic")
 }
 
 async fn stored(redis: &TestRedis, name: &str) -> Option<Record> {
@@ -118,28 +119,15 @@ async fn a_value_that_could_not_be_stored_is_served_and_written_back_later() {
     let app = spawn_app_with(Options::default()).await;
     // Half the service's bound on one WeChat call: answered, not retried.
     app.sandbox.inject(fault(Endpoint::GetTicket, None, 500));
-    let signing = actix_web::rt::spawn({
-        let (client, url) = (
-            app.client.clone(),
-            format!("{}/wxJssdk/getJssdk", app.address),
-        );
-        async move {
-            let sent = Instant::now();
-            let response = client
-                .get(url)
-                .query(&[("url", "https://page.example.com/")])
-                .send()
-                .await;
-            (sent, response)
-        }
-    });
-    wait_until(Duration::from_secs(10), "the ticket call", || {
-        app.sandbox.calls().getticket == 1
+    let sent = Instant::now();
+    let (response, ()) = futures_util::future::join(app.sign("https://page.example.com/"), async {
+        wait_until(Duration::from_secs(10), "the ticket call", || {
+            app.sandbox.calls().getticket == 1
+        })
+        .await;
+        app.redis().kill();
     })
     .await;
-    app.redis().kill();
-    let (sent, response) = signing.await.unwrap();
-    let response = response.unwrap();
     assert_eq!(response.status(), 200, "the fetched ticket is served");
     let config = response.json().await.unwrap();
     assert!(app.signed_with_a_valid_ticket(&config, "https://page.example.com/", sent));

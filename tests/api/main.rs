@@ -1,5 +1,9 @@
 //! Integration tests: the real service, a private Redis and the sandbox WeChat API.
 
+// Shared with the other test binaries: see its doc comment.
+#[path = "../common/mod.rs"]
+mod common;
+
 mod access_config;
 mod admin;
 mod cache;

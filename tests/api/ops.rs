@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use wx_jssdk::sandbox::Endpoint;
 
-use crate::deployment::{Answer, Deployment};
-use crate::helpers::{fault, RunningBinary, APPID};
+use crate::deployment::{Answer, Deployment, PAGE_URL};
+use crate::helpers::{fault, RunningBinary, Service, APPID};
 
 /// The value of one series (`name{labels}` exactly as exposed) in a scrape, 0 if absent.
 fn sample(text: &str, series: &str) -> f64 {
@@ -23,12 +23,7 @@ fn sample(text: &str, series: &str) -> f64 {
 }
 
 async fn scrape(deployment: &Deployment, i: usize) -> String {
-    let response = deployment
-        .client
-        .get(format!("{}/metrics", deployment.instances[i].address))
-        .send()
-        .await
-        .expect("scrape /metrics");
+    let response = deployment.instances[i].get("/metrics").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],
@@ -41,27 +36,18 @@ async fn scrape(deployment: &Deployment, i: usize) -> String {
 #[actix_web::test]
 async fn metrics_count_wechat_calls_refreshes_lookups_and_requests_by_route_pattern() {
     let deployment = Deployment::start(1, "").await;
-    let address = deployment.instances[0].address.clone();
+    let instance = &deployment.instances[0];
     // WeChat busy once: the retry succeeds, and both attempts are counted.
     deployment
         .sandbox
         .inject(fault(Endpoint::StableToken, Some(-1), 0));
     deployment.sign_and_check(0).await; // cold: waits for the renewal
     deployment.sign_and_check(0).await; // warm: the instance's copy
-    let named = deployment
-        .client
-        .get(format!("{address}/v1/apps/default/jssdk/config"))
-        .query(&[("url", "https://page.example.com/named")])
-        .send()
-        .await
-        .unwrap();
+    let named = instance
+        .config_for("default", "https://page.example.com/named")
+        .await;
     assert_eq!(named.status(), 200);
-    let unknown = deployment
-        .client
-        .get(format!("{address}/probe/path-4711"))
-        .send()
-        .await
-        .unwrap();
+    let unknown = instance.get("/probe/path-4711").await;
     assert_eq!(unknown.status(), 404);
 
     let text = scrape(&deployment, 0).await;
@@ -170,11 +156,7 @@ async fn sigterm_answers_the_request_in_flight_exits_and_releases_the_refresh_lo
         .sandbox
         .inject(fault(Endpoint::StableToken, None, 60_000));
     let sent = Instant::now();
-    let in_flight = deployment.client.get(format!(
-        "{}/wxJssdk/getJssdk?url=https://page.example.com/",
-        deployment.instances[0].address
-    ));
-    let in_flight = actix_web::rt::spawn(in_flight.send());
+    let in_flight = deployment.sign_in_flight(0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while deployment.sandbox.calls().stable_token < 1 {
         assert!(Instant::now() < deadline, "WeChat was never called");
@@ -199,7 +181,7 @@ async fn sigterm_answers_the_request_in_flight_exits_and_releases_the_refresh_lo
         200 => assert!(crate::helpers::signed_with_a_valid_ticket(
             &deployment.sandbox,
             &body,
-            "https://page.example.com/",
+            PAGE_URL,
             sent
         )),
         503 => assert_eq!(body["error"]["code"], "unavailable", "{body}"),
@@ -315,11 +297,6 @@ async fn slow_and_oversized_requests_are_cut_off_and_the_process_stays_up() {
         assert!(status.starts_with("HTTP/1.1 431"), "{what}: {status:?}");
     }
 
-    let client = reqwest::Client::new();
-    let health = client
-        .get(format!("{address}/healthz"))
-        .send()
-        .await
-        .expect("still serving");
-    assert_eq!(health.status(), 200);
+    // Still serving.
+    assert_eq!(instance.get("/healthz").await.status(), 200);
 }

@@ -1,6 +1,8 @@
 //! `/wxJssdk/public/`: the page helper and the demo page, compiled into the binary.
 
-use crate::helpers::{error_code, spawn_app_with, Options};
+use reqwest::Method;
+
+use crate::helpers::{error_code, spawn_app_with, Options, Service};
 
 const FILES: [(&str, &str, &str); 3] = [
     (
@@ -58,8 +60,7 @@ async fn head_answers_the_headers_without_the_body() {
     })
     .await;
     let response = app
-        .client
-        .head(format!("{}/wxJssdk/public/wx-jssdk.js", app.address))
+        .request(Method::HEAD, "/wxJssdk/public/wx-jssdk.js")
         .send()
         .await
         .unwrap();
@@ -114,8 +115,7 @@ async fn anything_else_is_the_json_not_found_of_every_unknown_route() {
         assert_eq!(error_code(response, 404).await, "not_found", "{path}");
     }
     let post = app
-        .client
-        .post(format!("{}/wxJssdk/public/wx-jssdk.js", app.address))
+        .request(Method::POST, "/wxJssdk/public/wx-jssdk.js")
         .send()
         .await
         .unwrap();
@@ -150,8 +150,7 @@ async fn domain_verification_files_are_answered_at_the_root_as_configured() {
             "exactly the content"
         );
         let head = app
-            .client
-            .head(format!("{}/{file}", app.address))
+            .request(Method::HEAD, &format!("/{file}"))
             .send()
             .await
             .unwrap();

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use wx_jssdk::sandbox::{Endpoint, TicketKind};
 use wx_jssdk::wechat::signature::sign_url;
 
-use crate::helpers::{most_calls_in_a_window, spawn_app_with, Options, TestApp};
+use crate::helpers::{most_calls_in_a_window, spawn_app_with, Options, Service, TestApp};
 
 /// The sandbox's `expires_in`: a window of 3 s (usable 2.4 s, renewed from 1.2 s).
 const LIFE: Duration = Duration::from_secs(3);
@@ -77,13 +77,7 @@ const CORPID: &str = "wwreissue0000000001";
 async fn work_config_and_check(app: &TestApp) {
     let url = "https://work.example.com/reissued";
     let sent = Instant::now();
-    let response = app
-        .client
-        .get(format!("{}/v1/apps/work/jssdk/config", app.address))
-        .query(&[("url", url)])
-        .send()
-        .await
-        .expect("request the config");
+    let response = app.config_for("work", url).await;
     assert_eq!(response.status(), 200);
     let config: serde_json::Value = response.json().await.expect("a JSON config");
     let verifies = |kind: TicketKind, fields: &serde_json::Value| {

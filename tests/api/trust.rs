@@ -9,24 +9,12 @@ use std::time::Duration;
 use wx_jssdk::sandbox::{Endpoint, Fault};
 
 use crate::helpers::{
-    error_code, retry_after, spawn_app_with, wechat_signature, Options, RunningBinary, TestApp,
-    SERVER_TOKEN,
+    error_code, retry_after, spawn_app_with, wechat_signature, Options, RunningBinary, Service,
+    TestApp, SERVER_TOKEN,
 };
 
 const KEY: &str = "trust-test-admin-key-0123456789";
 const WRONG: &str = "wrong-admin-key-guessed-0123456";
-
-async fn card(app: &TestApp, query: &[(&str, &str)], key: Option<&str>) -> reqwest::Response {
-    let request = app
-        .client
-        .get(format!("{}/v1/apps/default/card/sign", app.address))
-        .query(query);
-    let request = match key {
-        Some(key) => request.bearer_auth(key),
-        None => request,
-    };
-    request.send().await.expect("request the service")
-}
 
 const ADD: [(&str, &str); 3] = [
     ("card_id", "pCard"),
@@ -43,33 +31,27 @@ async fn add_card_needs_an_admin_key_and_choose_card_does_not() {
         ..Options::default()
     })
     .await;
-    let anonymous = card(&app, &ADD, None).await;
+    let anonymous = app.card("default", &ADD, None).await;
     let challenge = anonymous.headers().get("www-authenticate").cloned();
     assert_eq!(error_code(anonymous, 401).await, "unauthorized");
     assert!(challenge.is_some_and(|c| c.to_str().unwrap().starts_with("Bearer")));
     assert_eq!(
-        error_code(card(&app, &ADD, Some(WRONG)).await, 401).await,
+        error_code(app.card("default", &ADD, Some(WRONG)).await, 401).await,
         "unauthorized"
     );
     // Without a key nothing was signed, so no card ticket was fetched either.
     assert_eq!(app.sandbox.calls().getticket, 0);
 
-    let signed = card(&app, &ADD, Some(KEY)).await;
+    let signed = app.card("default", &ADD, Some(KEY)).await;
     assert_eq!(signed.status(), 200);
     let answer: serde_json::Value = signed.json().await.unwrap();
     assert!(answer["cardExt"].as_str().unwrap().contains("CODE-1"));
 
     let choose = [("purpose", "choose_card"), ("shop_id", "s1")];
-    assert_eq!(card(&app, &choose, None).await.status(), 200);
+    assert_eq!(app.card("default", &choose, None).await.status(), 200);
 
     // An app that opted in signs for browsers.
-    let public = app
-        .client
-        .get(format!("{}/v1/apps/open/card/sign", app.address))
-        .query(&ADD)
-        .send()
-        .await
-        .unwrap();
+    let public = app.card("open", &ADD, None).await;
     assert_eq!(public.status(), 200);
 }
 
@@ -77,19 +59,19 @@ async fn add_card_needs_an_admin_key_and_choose_card_does_not() {
 async fn add_card_is_refused_when_no_admin_key_is_configured() {
     let app = spawn_app_with(Options::default()).await;
     assert_eq!(
-        error_code(card(&app, &ADD, Some(KEY)).await, 401).await,
+        error_code(app.card("default", &ADD, Some(KEY)).await, 401).await,
         "unauthorized"
     );
 }
 
+/// The default app's access_token, with `key`, from the client `forwarded_for` names
+/// if any (as a proxy in front would say).
 async fn access_token(
     app: &TestApp,
     key: Option<&str>,
     forwarded_for: Option<&str>,
 ) -> reqwest::Response {
-    let mut request = app
-        .client
-        .get(format!("{}/v1/apps/default/access_token", app.address));
+    let mut request = app.request(reqwest::Method::GET, "/v1/apps/default/access_token");
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
@@ -122,7 +104,7 @@ async fn ten_wrong_keys_in_a_minute_and_the_client_waits_for_the_minute_to_end()
     }
     // The card route counts against the same budget.
     assert_eq!(
-        error_code(card(&app, &ADD, Some(KEY)).await, 429).await,
+        error_code(app.card("default", &ADD, Some(KEY)).await, 429).await,
         "rate_limited"
     );
     assert_eq!(
@@ -246,23 +228,22 @@ async fn with_an_operations_listener_metrics_are_served_there_only() {
         ..Options::default()
     })
     .await;
-    let ops = app.ops_address.clone().expect("an operations listener");
+    assert!(app.ops_address.is_some(), "an operations listener");
     assert_eq!(
         error_code(app.get("/metrics").await, 404).await,
         "not_found"
     );
-    let get = |path: &str| app.client.get(format!("{ops}{path}")).send();
-    let metrics = get("/metrics").await.unwrap();
+    let metrics = app.ops_get("/metrics").await;
     assert_eq!(metrics.status(), 200);
     assert!(metrics.text().await.unwrap().contains("wxjssdk_"));
     for probe in ["/healthz", "/readyz"] {
         assert_eq!(app.get(probe).await.status(), 200, "public {probe}");
-        assert_eq!(get(probe).await.unwrap().status(), 200, "ops {probe}");
+        assert_eq!(app.ops_get(probe).await.status(), 200, "ops {probe}");
     }
     // The operations listener signs nothing.
-    let signing = get("/wxJssdk/getJssdk?url=https://page.example.com/")
-        .await
-        .unwrap();
+    let signing = app
+        .ops_get("/wxJssdk/getJssdk?url=https://page.example.com/")
+        .await;
     assert_eq!(signing.status(), 404);
     // Without one, metrics stay on the public listener.
     let plain = spawn_app_with(Options::default()).await;
@@ -290,11 +271,7 @@ fn send_a_slow_body(address: &str, head: &str) -> String {
 
 #[actix_web::test]
 async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_closed() {
-    let app = spawn_app_with(Options {
-        client_body_timeout_ms: 300,
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_app_with(Options::default().set("server.client_body_timeout_ms", 300)).await;
     let signature = wechat_signature(SERVER_TOKEN, "1", "2");
     let push = format!("/v1/apps/default/verify?signature={signature}&timestamp=1&nonce=2");
     for path in ["/v1/apps/default/jssdk/config", push.as_str()] {
@@ -311,12 +288,8 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_connection_
     }
     // A body that arrives in time is read as before.
     let signed = app
-        .client
-        .post(format!("{}/v1/apps/default/jssdk/config", app.address))
-        .json(&serde_json::json!({"url": "https://page.example.com/"}))
-        .send()
-        .await
-        .unwrap();
+        .post_config_for("default", "https://page.example.com/")
+        .await;
     assert_eq!(signed.status(), 200);
 }
 
@@ -329,15 +302,9 @@ async fn the_first_refusal_of_a_guessing_window_is_logged_with_the_client_addres
         Stdio::from(logs.reopen().unwrap()),
     )
     .await;
-    let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for _ in 0..13 {
-        let response = client
-            .get(format!("{}/v1/apps/default/access_token", binary.address))
-            .bearer_auth(WRONG)
-            .send()
-            .await
-            .unwrap();
+        let response = binary.access_token("default", Some(WRONG)).await;
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [[401; 10].as_slice(), &[429; 3]].concat());

@@ -1,6 +1,8 @@
 //! WeChat's server-URL verification and message pushes.
 
-use crate::helpers::{error_code, spawn_app_with, wechat_signature, Options, SERVER_TOKEN};
+use crate::helpers::{
+    error_code, spawn_app_with, wechat_signature, Options, Service, SERVER_TOKEN,
+};
 
 fn signed_query(token: &str) -> Vec<(&'static str, String)> {
     let (timestamp, nonce) = ("1414587457", "nonce123");
@@ -29,13 +31,7 @@ async fn a_correctly_signed_check_gets_echostr_back_as_plain_text() {
         "/v1/apps/default/verify",
         "/v1/apps/shop/verify",
     ] {
-        let response = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .query(&signed_query(SERVER_TOKEN))
-            .send()
-            .await
-            .unwrap();
+        let response = app.verify(path, &signed_query(SERVER_TOKEN)).await;
         assert_eq!(response.status(), 200, "{path}");
         let content_type = response.headers()["content-type"]
             .to_str()
@@ -49,13 +45,7 @@ async fn a_correctly_signed_check_gets_echostr_back_as_plain_text() {
 #[actix_web::test]
 async fn a_wrong_signature_is_refused() {
     let app = app().await;
-    let response = app
-        .client
-        .get(format!("{}/wxJssdk", app.address))
-        .query(&signed_query("another-token"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.verify("/wxJssdk", &signed_query("another-token")).await;
     assert_eq!(error_code(response, 401).await, "invalid_signature");
 }
 
@@ -67,13 +57,7 @@ async fn every_missing_parameter_is_named() {
             .into_iter()
             .filter(|(k, _)| *k != missing)
             .collect();
-        let response = app
-            .client
-            .get(format!("{}/wxJssdk", app.address))
-            .query(&query)
-            .send()
-            .await
-            .unwrap();
+        let response = app.verify("/wxJssdk", &query).await;
         assert_eq!(response.status(), 400, "without {missing}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "missing_parameter");
@@ -87,23 +71,19 @@ async fn every_missing_parameter_is_named() {
 #[actix_web::test]
 async fn message_pushes_are_acknowledged_only_when_signed() {
     let app = app().await;
-    let push = |token: &str| {
+    let push = async |token: &str| {
         let query: Vec<_> = signed_query(token)
             .into_iter()
             .filter(|(k, _)| *k != "echostr")
             .collect();
-        app.client
-            .post(format!("{}/wxJssdk", app.address))
-            .query(&query)
-            .header("content-type", "text/xml")
-            .body("<xml><MsgType><![CDATA[event]]></MsgType></xml>")
-            .send()
+        let body = "<xml><MsgType><![CDATA[event]]></MsgType></xml>";
+        app.push("/wxJssdk", &query, body).await
     };
-    let response = push(SERVER_TOKEN).await.unwrap();
+    let response = push(SERVER_TOKEN).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "success");
     assert_eq!(
-        error_code(push("forged").await.unwrap(), 401).await,
+        error_code(push("forged").await, 401).await,
         "invalid_signature"
     );
 }
@@ -112,12 +92,8 @@ async fn message_pushes_are_acknowledged_only_when_signed() {
 async fn an_unknown_app_is_a_json_404() {
     let app = app().await;
     let response = app
-        .client
-        .get(format!("{}/v1/apps/nope/verify", app.address))
-        .query(&signed_query(SERVER_TOKEN))
-        .send()
-        .await
-        .unwrap();
+        .verify("/v1/apps/nope/verify", &signed_query(SERVER_TOKEN))
+        .await;
     assert_eq!(error_code(response, 404).await, "unknown_app");
 }
 
@@ -145,36 +121,29 @@ fn signed_at(timestamp: &str) -> Vec<(&'static str, String)> {
 #[actix_web::test]
 async fn with_a_replay_window_old_future_and_non_numeric_timestamps_are_stale() {
     const WINDOW: u64 = 60;
-    let app = spawn_app_with(Options {
-        with_redis: false,
-        verify_max_age_secs: WINDOW,
-        ..Options::default()
-    })
+    let app = spawn_app_with(
+        Options {
+            with_redis: false,
+            ..Options::default()
+        }
+        .set("wechat.verify_max_age_secs", WINDOW),
+    )
     .await;
-    let check = |timestamp: String| {
-        app.client
-            .get(format!("{}/wxJssdk", app.address))
-            .query(&signed_at(&timestamp))
-            .send()
-    };
-    let push = |timestamp: String| {
+    let check = async |timestamp: String| app.verify("/wxJssdk", &signed_at(&timestamp)).await;
+    let push = async |timestamp: String| {
         let query: Vec<_> = signed_at(&timestamp)
             .into_iter()
             .filter(|(k, _)| *k != "echostr")
             .collect();
-        app.client
-            .post(format!("{}/v1/apps/default/verify", app.address))
-            .query(&query)
-            .body("<xml/>")
-            .send()
+        app.push("/v1/apps/default/verify", &query, "<xml/>").await
     };
     // Inside the window, a few seconds from either edge (the clock ticks meanwhile;
     // the exact bounds are the unit test's).
     let now = now_secs();
     for fresh in [now, now - (WINDOW - 5), now + (WINDOW - 5)] {
-        let response = check(fresh.to_string()).await.unwrap();
+        let response = check(fresh.to_string()).await;
         assert_eq!(response.status(), 200, "{fresh} vs {now}");
-        assert_eq!(push(fresh.to_string()).await.unwrap().status(), 200);
+        assert_eq!(push(fresh.to_string()).await.status(), 200);
     }
     // Correctly signed, but outside: refused before the signature counts.
     for stale in [
@@ -185,13 +154,13 @@ async fn with_a_replay_window_old_future_and_non_numeric_timestamps_are_stale() 
         format!("{now}.0"),
         String::new(),
     ] {
-        let response = check(stale.clone()).await.unwrap();
+        let response = check(stale.clone()).await;
         assert_eq!(
             error_code(response, 401).await,
             "stale_request",
             "{stale:?}"
         );
-        let response = push(stale.clone()).await.unwrap();
+        let response = push(stale.clone()).await;
         assert_eq!(
             error_code(response, 401).await,
             "stale_request",
@@ -201,13 +170,7 @@ async fn with_a_replay_window_old_future_and_non_numeric_timestamps_are_stale() 
     // A fresh timestamp does not make a wrong signature right.
     let mut forged = signed_at(&now.to_string());
     forged[0].1 = wechat_signature("another-token", &now.to_string(), "nonce123");
-    let response = app
-        .client
-        .get(format!("{}/wxJssdk", app.address))
-        .query(&forged)
-        .send()
-        .await
-        .unwrap();
+    let response = app.verify("/wxJssdk", &forged).await;
     assert_eq!(error_code(response, 401).await, "invalid_signature");
 }
 
@@ -215,13 +178,7 @@ async fn with_a_replay_window_old_future_and_non_numeric_timestamps_are_stale() 
 async fn without_a_replay_window_any_timestamp_with_a_good_signature_passes() {
     let app = app().await;
     for timestamp in ["1414587457", "0", "not-a-number", "99999999999"] {
-        let response = app
-            .client
-            .get(format!("{}/wxJssdk", app.address))
-            .query(&signed_at(timestamp))
-            .send()
-            .await
-            .unwrap();
+        let response = app.verify("/wxJssdk", &signed_at(timestamp)).await;
         assert_eq!(response.status(), 200, "{timestamp}");
     }
 }

@@ -4,7 +4,9 @@
 use futures_util::future::join_all;
 use wx_jssdk::wechat::signature::sign_url;
 
-use crate::helpers::{error_code, sorted_sha1, spawn_app_with, Options, TestApp, APPID};
+use reqwest::Method;
+
+use crate::helpers::{error_code, sorted_sha1, spawn_app_with, Options, Service, TestApp, APPID};
 
 const CORPID: &str = "wwtestcorp000000001";
 const AGENTID: &str = "1000002";
@@ -37,12 +39,8 @@ fn signed_with(
 
 async fn work_config(app: &TestApp) -> serde_json::Value {
     let response = app
-        .client
-        .get(format!("{}/v1/apps/work/jssdk/config", app.address))
-        .query(&[("url", "https://work.example.com/page?x=1#frag")])
-        .send()
-        .await
-        .unwrap();
+        .config_for("work", "https://work.example.com/page?x=1#frag")
+        .await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -133,30 +131,19 @@ async fn official_accounts_have_no_agent_config_and_work_apps_no_server_verifica
     let app = app().await;
     let config = app.sign_and_check("https://page.example.com/").await;
     assert!(config.get("agentConfig").is_none(), "{config}");
-    let response = app
-        .client
-        .get(format!("{}/v1/apps/work/verify", app.address))
-        .query(&[
-            ("signature", "x"),
-            ("timestamp", "1"),
-            ("nonce", "2"),
-            ("echostr", "e"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let query = [
+        ("signature", "x"),
+        ("timestamp", "1"),
+        ("nonce", "2"),
+        ("echostr", "e"),
+    ];
+    let response = app.verify("/v1/apps/work/verify", &query).await;
     assert_eq!(error_code(response, 404).await, "no_server_token");
 }
 
 /// A card signature, asked for by a backend with the admin key.
 async fn card_sign(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
-    app.client
-        .get(format!("{}/v1/apps/default/card/sign", app.address))
-        .query(query)
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
+    app.card("default", query, Some(ADMIN_KEY)).await
 }
 
 #[actix_web::test]
@@ -226,13 +213,7 @@ async fn card_requests_that_cannot_be_signed_are_clear_errors() {
     );
     let bad_purpose = card_sign(&app, &[("purpose", "steal"), ("card_id", "c")]).await;
     assert_eq!(error_code(bad_purpose, 400).await, "invalid_query");
-    let work = app
-        .client
-        .get(format!("{}/v1/apps/work/card/sign?card_id=c", app.address))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let work = app.card("work", &[("card_id", "c")], Some(ADMIN_KEY)).await;
     assert_eq!(error_code(work, 400).await, "unsupported");
     assert_eq!(app.sandbox.calls().getticket, 0);
 }
@@ -245,11 +226,7 @@ async fn pages_on_another_origin_may_ask_for_card_signatures_too() {
     })
     .await;
     let preflight = app
-        .client
-        .request(
-            reqwest::Method::OPTIONS,
-            format!("{}/v1/apps/default/card/sign", app.address),
-        )
+        .request(Method::OPTIONS, "/v1/apps/default/card/sign")
         .header("Origin", "https://shop.example.com")
         .header("Access-Control-Request-Method", "POST")
         .send()
@@ -257,11 +234,8 @@ async fn pages_on_another_origin_may_ask_for_card_signatures_too() {
         .unwrap();
     assert_eq!(preflight.status(), 204);
     let signed = app
-        .client
-        .get(format!(
-            "{}/v1/apps/default/card/sign?purpose=choose_card&card_id=c1",
-            app.address
-        ))
+        .request(Method::GET, "/v1/apps/default/card/sign")
+        .query(&[("purpose", "choose_card"), ("card_id", "c1")])
         .header("Origin", "https://shop.example.com")
         .send()
         .await
