@@ -3,7 +3,6 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -134,7 +133,7 @@ pub(crate) fn app_state(settings: &Settings) -> Result<web::Data<AppState>, Stor
         apps: Apps::from_settings(settings),
         cache: Arc::new(cache),
         admin: AdminKeys::new(&settings.admin.keys),
-        verify_max_age_secs: settings.wechat.verify_max_age_secs,
+        verify_max_age: settings.wechat.verify_max_age,
         failed_authentications: Default::default(),
         trusted_proxies: settings.server.trusted_proxies.clone(),
     }))
@@ -149,9 +148,7 @@ fn run(
     with_metrics: bool,
 ) -> Result<Server, StartupError> {
     let wechat_settings = settings.wechat.clone();
-    let body_timeout = BodyTimeout(Duration::from_millis(
-        settings.server.client_body_timeout_ms,
-    ));
+    let body_timeout = BodyTimeout(settings.server.client_body_timeout);
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(access_log::log_request))
@@ -167,9 +164,9 @@ fn run(
     }
     let limits = &settings.server;
     let server = server
-        .shutdown_timeout(limits.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
-        .client_disconnect_timeout(Duration::from_millis(limits.client_disconnect_timeout_ms))
+        .shutdown_timeout(limits.shutdown_timeout.as_secs())
+        .client_request_timeout(limits.client_request_timeout)
+        .client_disconnect_timeout(limits.client_disconnect_timeout)
         .max_connections(limits.max_connections);
     Ok(server.listen(listener)?.run())
 }

@@ -8,6 +8,7 @@
 
 use proptest::prelude::*;
 use sha1::{Digest, Sha1};
+use std::time::Duration;
 
 use wx_jssdk::cache::{Record, MAX_LIFE_SECS};
 use wx_jssdk::configuration::CacheSettings;
@@ -55,11 +56,11 @@ fn page_like_url() -> impl Strategy<Value = String> {
 
 fn settings() -> impl Strategy<Value = CacheSettings> {
     (0..=100_000u64, 0..=100_000u64).prop_map(|(margin, ahead)| CacheSettings {
-        safety_margin_secs: margin,
-        refresh_ahead_secs: ahead,
-        lock_ttl_ms: 5_000,
-        lock_wait_ms: 5_000,
-        local_recheck_ms: 1_000,
+        safety_margin: Duration::from_secs(margin),
+        refresh_ahead: Duration::from_secs(ahead),
+        lock_ttl: Duration::from_millis(5_000),
+        lock_wait: Duration::from_millis(5_000),
+        local_recheck: Duration::from_millis(1_000),
         invalidations_per_day: 100,
     })
 }

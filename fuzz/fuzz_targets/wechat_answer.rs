@@ -3,6 +3,7 @@
 //! panic (no overflow on absurd `expires_in`), and an accepted value is usable.
 #![no_main]
 
+use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use wx_jssdk::cache::Record;
 use wx_jssdk::configuration::CacheSettings;
@@ -13,11 +14,11 @@ const NOW_MS: u64 = 1_795_608_316_000;
 
 fuzz_target!(|data: &[u8]| {
     let settings = CacheSettings {
-        safety_margin_secs: 60,
-        refresh_ahead_secs: 900,
-        lock_ttl_ms: 5_000,
-        lock_wait_ms: 5_000,
-        local_recheck_ms: 1_000,
+        safety_margin: Duration::from_secs(60),
+        refresh_ahead: Duration::from_secs(900),
+        lock_ttl: Duration::from_millis(5_000),
+        lock_wait: Duration::from_millis(5_000),
+        local_recheck: Duration::from_millis(1_000),
         invalidations_per_day: 100,
     };
     for wanted in [AnswerValue::AccessToken, AnswerValue::Ticket] {

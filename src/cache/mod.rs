@@ -142,7 +142,7 @@ impl CredentialCache {
         settings: CacheSettings,
         token_mode: TokenMode,
     ) -> Self {
-        let recheck = Duration::from_millis(settings.local_recheck_ms);
+        let recheck = settings.local_recheck;
         Self {
             store,
             keys,

@@ -93,16 +93,11 @@ impl Record {
     /// left): the margin is at most a fifth of the life, the renewal at most halfway.
     fn fresh(value: String, requested_at: u64, life: u64, settings: &CacheSettings) -> Self {
         let expires_at = requested_at.saturating_add(life);
-        let margin = settings
-            .safety_margin_secs
-            .saturating_mul(1000)
-            .min(life / 5);
+        let margin = millis(settings.safety_margin).min(life / 5);
         // Neither subtraction can underflow: margin <= life, ahead <= usable life / 2.
         let usable_until = expires_at - margin;
-        let ahead = settings
-            .refresh_ahead_secs
-            .saturating_mul(1000)
-            .min((usable_until - requested_at.min(usable_until)) / 2);
+        let ahead =
+            millis(settings.refresh_ahead).min((usable_until - requested_at.min(usable_until)) / 2);
         Self {
             value,
             fetched_at: requested_at,
@@ -237,18 +232,25 @@ impl Record {
     }
 }
 
+/// `duration` in whole milliseconds, the unit records count in (saturating).
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// The shipped defaults: 60 s margin, renewal 900 s ahead.
     fn settings() -> CacheSettings {
         CacheSettings {
-            safety_margin_secs: 60,
-            refresh_ahead_secs: 900,
-            lock_ttl_ms: 5_000,
-            lock_wait_ms: 5_000,
-            local_recheck_ms: 1_000,
+            safety_margin: Duration::from_secs(60),
+            refresh_ahead: Duration::from_secs(900),
+            lock_ttl: Duration::from_millis(5_000),
+            lock_wait: Duration::from_millis(5_000),
+            local_recheck: Duration::from_millis(1_000),
             invalidations_per_day: 100,
         }
     }

@@ -157,7 +157,7 @@ impl RedisStore {
     /// On a cluster, each pooled connection knows the whole cluster and follows its
     /// `MOVED`/`ASK` redirections, so a resharding or a failover needs no restart.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let timeout = settings.timeout;
         let mut pool_config = PoolConfig::new(settings.pool_size);
         pool_config.timeouts = Timeouts {
             wait: Some(timeout),

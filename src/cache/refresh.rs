@@ -98,7 +98,7 @@ impl CredentialCache {
         if by_request {
             metrics::lock_wait();
         }
-        let wait = Duration::from_millis(self.settings.lock_wait_ms);
+        let wait = self.settings.lock_wait;
         let finished = tokio::time::timeout(wait, result.wait_for(Option::is_some))
             .await
             .ok()
@@ -133,8 +133,7 @@ impl CredentialCache {
     /// nothing usable, the job waits for another instance's renewal, or fails.
     async fn refresh(self: &Arc<Self>, ctx: &Context, slot: &Slot) -> Outcome {
         let settings = &self.settings;
-        let deadline =
-            Instant::now() + Duration::from_millis(settings.lock_ttl_ms + settings.lock_wait_ms);
+        let deadline = Instant::now() + settings.lock_ttl + settings.lock_wait;
         let mut pause = POLL_FIRST;
         loop {
             let known = self.reconcile(slot).await.inspect_err(|_| {
@@ -245,7 +244,7 @@ impl CredentialCache {
             Ok(None) => {}
             Err(e) => return Renewal::Failed(e.into()),
         }
-        let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
+        let ttl = self.settings.lock_ttl;
         let taken =
             RefreshLock::try_acquire(&self.store, &self.held_locks, slot.lock_key.clone(), ttl);
         let lock = match taken.await {
@@ -507,11 +506,11 @@ mod tests {
 
     fn cache() -> CredentialCache {
         let settings = CacheSettings {
-            safety_margin_secs: 60,
-            refresh_ahead_secs: 900,
-            lock_ttl_ms: 5_000,
-            lock_wait_ms: 5_000,
-            local_recheck_ms: 1_000,
+            safety_margin: Duration::from_secs(60),
+            refresh_ahead: Duration::from_secs(900),
+            lock_ttl: Duration::from_millis(5_000),
+            lock_wait: Duration::from_millis(5_000),
+            local_recheck: Duration::from_millis(1_000),
             invalidations_per_day: 100,
         };
         let store = Store::Memory(MemoryStore::new());

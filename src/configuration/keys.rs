@@ -180,6 +180,22 @@ pub(super) fn check_file(file: &str, table: &Map<String, Value>) -> Result<(), C
     check_aliases(keys_of_apps(table), &format!("in {file}"))
 }
 
+/// Refuses an override (`--dev`'s, or a test's) that names no setting: a mistyped one
+/// would run with the default as silently as a mistyped key in the file.
+pub(super) fn check_overrides(overrides: &[(&str, &str)]) -> Result<(), ConfigError> {
+    match overrides.iter().find(|(key, _)| !is_known(key)) {
+        Some((key, _)) => {
+            let hint = closest(key)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            Err(ConfigError::Unknown(format!(
+                "the override `{key}` is not a setting{hint}"
+            )))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Refuses a `WXJSSDK__...` variable that maps to no setting, named as it was set.
 pub(super) fn check_environment(variables: &[(String, String)]) -> Result<(), ConfigError> {
     let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}").to_lowercase();
@@ -352,6 +368,17 @@ mod tests {
         assert!(err.contains("WXJSSDK__CACHE__LOCK_WAIT_MS "), "{err}");
         let other = [("WXJSSDK_CONFIG".to_string(), "x".to_string())];
         assert!(check_environment(&other).is_ok());
+    }
+
+    #[test]
+    fn overrides_are_checked_like_the_file() {
+        assert!(check_overrides(&[("cache.lock_wait_ms", "1")]).is_ok());
+        let err = check_overrides(&[("cache.lock_wait_msec", "1")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("did you mean `cache.lock_wait_ms`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map};
 use serde::Deserialize;
@@ -47,17 +48,21 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// On SIGTERM, how long requests in flight may take to finish before the workers
     /// are stopped anyway.
-    pub shutdown_timeout_secs: u64,
+    #[serde(rename = "shutdown_timeout_secs", deserialize_with = "seconds")]
+    pub shutdown_timeout: Duration,
     /// A client must have sent a request's whole head (request line and headers) this
     /// long after connecting or after its previous request, or it is cut off (408): a
     /// slow client cannot hold a connection open by dribbling headers.
-    pub client_request_timeout_ms: u64,
+    #[serde(rename = "client_request_timeout_ms", deserialize_with = "millis")]
+    pub client_request_timeout: Duration,
     /// A request's body must have arrived this long after its handler started reading
     /// it, or the request is answered 408 and the connection closed: a slow client
     /// cannot hold a worker's connection by dribbling a body either.
-    pub client_body_timeout_ms: u64,
+    #[serde(rename = "client_body_timeout_ms", deserialize_with = "millis")]
+    pub client_body_timeout: Duration,
     /// How long a closing connection may take to shut down cleanly before it is dropped.
-    pub client_disconnect_timeout_ms: u64,
+    #[serde(rename = "client_disconnect_timeout_ms", deserialize_with = "millis")]
+    pub client_disconnect_timeout: Duration,
     /// Open connections per worker; beyond it the worker stops accepting until some
     /// close (the kernel's backlog holds the rest).
     pub max_connections: usize,
@@ -83,7 +88,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub pool_size: usize,
     /// Bound on connecting to Redis and on each command.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Duration,
 }
 
 /// Reads a list of strings, or one string of comma-separated items (spaces around
@@ -211,20 +217,26 @@ pub enum TokenMode {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WechatSettings {
-    pub api_base: String,
+    /// The WeChat API (`https://api.weixin.qq.com`; the sandbox in tests and `--dev`).
+    #[serde(deserialize_with = "http_url")]
+    pub api_base: url::Url,
     /// The WeChat Work API, for apps of `kind = "work"`.
-    pub work_api_base: String,
+    #[serde(deserialize_with = "http_url")]
+    pub work_api_base: url::Url,
     pub token_mode: TokenMode,
     /// Bound on one call to WeChat.
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Duration,
     /// Further attempts after a call fails in a passing way (errcode -1, timeout,
     /// connection error), with exponential backoff and jitter.
     pub retries: u32,
     /// Replay window of the server-URL requests (verification and pushes): one whose
     /// `timestamp` is further than this many seconds from now, either way, or is not a
-    /// number, is refused before its signature is checked. 0: off (WeChat's documented
-    /// check is the signature alone, which a recorded request passes forever).
-    pub verify_max_age_secs: u64,
+    /// number, is refused before its signature is checked. `None` (0 in the settings):
+    /// off (WeChat's documented check is the signature alone, which a recorded request
+    /// passes forever).
+    #[serde(rename = "verify_max_age_secs", deserialize_with = "seconds_or_off")]
+    pub verify_max_age: Option<Duration>,
 }
 
 /// How long cached values are trusted and how refreshes are coordinated.
@@ -234,19 +246,24 @@ pub struct CacheSettings {
     /// `expires_in` ends, so that a page has time to call `wx.config` with it, unless
     /// no newer value can be had (WeChat re-issued it, or renewing it failed).
     /// Capped at a fifth of `expires_in` for short-lived values.
-    pub safety_margin_secs: u64,
+    #[serde(rename = "safety_margin_secs", deserialize_with = "seconds")]
+    pub safety_margin: Duration,
     /// A value is renewed (by one instance, while all keep using it) this long before
     /// it stops being handed out: the time WeChat has to recover from an outage before
     /// anyone notices. Capped at half of the usable life.
-    pub refresh_ahead_secs: u64,
+    #[serde(rename = "refresh_ahead_secs", deserialize_with = "seconds")]
+    pub refresh_ahead: Duration,
     /// Lifetime of the refresh lock: if its holder dies, another instance takes over
     /// after this long. A live holder extends it while it works.
-    pub lock_ttl_ms: u64,
+    #[serde(rename = "lock_ttl_ms", deserialize_with = "millis")]
+    pub lock_ttl: Duration,
     /// How long a request waits for a refresh before answering 503.
-    pub lock_wait_ms: u64,
+    #[serde(rename = "lock_wait_ms", deserialize_with = "millis")]
+    pub lock_wait: Duration,
     /// How often an instance compares its in-memory copy with the store: the bound on
     /// how long a change made by another instance takes to reach this one.
-    pub local_recheck_ms: u64,
+    #[serde(rename = "local_recheck_ms", deserialize_with = "millis")]
+    pub local_recheck: Duration,
     /// Invalidations asked for by callers (`POST .../invalidate`) allowed per
     /// credential of an app per day (China time), deployment-wide: each costs a call
     /// of WeChat's daily quota (about 2000 token calls a day; test accounts 200).
@@ -510,6 +527,31 @@ pub(crate) fn is_verify_file_name(name: &str) -> bool {
     })
 }
 
+/// A duration written in milliseconds (the `*_ms` keys).
+fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+/// A duration written in seconds (the `*_secs` keys).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
+}
+
+/// A duration in seconds where 0 means "off".
+fn seconds_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    seconds(d).map(|secs| (!secs.is_zero()).then_some(secs))
+}
+
+/// An `http://` or `https://` URL; a base URL's final `/` is dropped, so that paths
+/// can be appended to it as they are written (`/cgi-bin/token`).
+fn http_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
+    let raw = String::deserialize(d)?;
+    url::Url::parse(&raw)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+        .ok_or_else(|| serde::de::Error::custom("must be an http:// or https:// URL"))
+}
+
 /// A boolean: `true`/`false` in the file, or as the environment's string.
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     #[derive(Deserialize)]
@@ -606,6 +648,7 @@ impl Settings {
         overrides: &[(&str, &str)],
         environment: Option<&[(&str, &str)]>,
     ) -> Result<Config, ConfigError> {
+        keys::check_overrides(overrides)?;
         let mut builder = Config::builder();
         for (key, value) in DEFAULTS.iter().chain(overrides) {
             builder = builder.set_default(*key, *value)?;
@@ -678,15 +721,6 @@ impl Settings {
                 _ => {}
             }
         }
-        let scheme_ok = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-        for (key, base) in [
-            ("wechat.api_base", &self.wechat.api_base),
-            ("wechat.work_api_base", &self.wechat.work_api_base),
-        ] {
-            if !scheme_ok(base) {
-                return Err(invalid(key, "must start with http:// or https://"));
-            }
-        }
         if let Some(redis) = &self.redis {
             redis.topology()?;
             if redis.pool_size == 0 {
@@ -695,11 +729,11 @@ impl Settings {
         }
         let c = &self.cache;
         for (key, value, least) in [
-            ("cache.lock_ttl_ms", c.lock_ttl_ms, 30),
-            ("cache.lock_wait_ms", c.lock_wait_ms, 1),
-            ("cache.local_recheck_ms", c.local_recheck_ms, 1),
+            ("cache.lock_ttl_ms", c.lock_ttl, 30),
+            ("cache.lock_wait_ms", c.lock_wait, 1),
+            ("cache.local_recheck_ms", c.local_recheck, 1),
         ] {
-            if value < least {
+            if value < Duration::from_millis(least) {
                 return Err(invalid(key, &format!("must be at least {least}")));
             }
         }
@@ -708,7 +742,7 @@ impl Settings {
             return Err(invalid("server.workers", "must be at least 1"));
         }
         // 0 would mean "no limit" to actix: a slow client could hold a connection forever.
-        if self.server.client_request_timeout_ms == 0 {
+        if self.server.client_request_timeout.is_zero() {
             return Err(invalid(
                 "server.client_request_timeout_ms",
                 "must be at least 1 (0 would let a client that never finishes its headers hold a connection)",
@@ -717,7 +751,7 @@ impl Settings {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
-        if self.server.client_body_timeout_ms == 0 {
+        if self.server.client_body_timeout.is_zero() {
             return Err(invalid(
                 "server.client_body_timeout_ms",
                 "must be at least 1 (0 would let a client that never finishes its body hold a connection)",

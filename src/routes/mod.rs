@@ -32,8 +32,8 @@ pub(crate) struct AppState {
     pub(crate) cache: Arc<CredentialCache>,
     /// Keys of the admin routes (`admin.keys`); none: those routes do not exist.
     pub(crate) admin: AdminKeys,
-    /// `wechat.verify_max_age_secs`: the replay window of server-URL requests; 0: off.
-    pub(crate) verify_max_age_secs: u64,
+    /// `wechat.verify_max_age_secs`: the replay window of server-URL requests, if any.
+    pub(crate) verify_max_age: Option<std::time::Duration>,
     /// Who guessed admin keys wrong lately.
     pub(crate) failed_authentications: FailedAuthentications,
     /// `server.trusted_proxies`: how the client of a request is found.

@@ -1,6 +1,8 @@
 //! The account's server URL: WeChat's one-time verification (GET with `echostr`) and
 //! the message pushes that follow once the URL is enabled (POST).
 
+use std::time::Duration;
+
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -23,14 +25,16 @@ impl SignedQuery {
     }
 
     /// Checks the signature WeChat puts on every request to the server URL, after the
-    /// replay window (`max_age_secs`, 0: none): a stale request costs no hashing.
-    fn verify(&self, app: &SelectedApp, max_age_secs: u64) -> Result<(), ApiError> {
+    /// replay window (`max_age`, if any): a stale request costs no hashing.
+    fn verify(&self, app: &SelectedApp, max_age: Option<Duration>) -> Result<(), ApiError> {
         let signature = required(&self.signature, "signature")?;
         let timestamp = required(&self.timestamp, "timestamp")?;
         let nonce = required(&self.nonce, "nonce")?;
         let now_secs = crate::clock::now_secs();
-        if max_age_secs > 0 && !is_fresh(timestamp, now_secs, max_age_secs) {
-            return Err(ApiError::StaleRequest(max_age_secs));
+        if let Some(max_age) = max_age.map(|d| d.as_secs()) {
+            if !is_fresh(timestamp, now_secs, max_age) {
+                return Err(ApiError::StaleRequest(max_age));
+            }
         }
         let token = app.0.token.as_ref().ok_or(ApiError::NoServerToken)?;
         if verify_server_signature(token.expose(), timestamp, nonce, signature) {
@@ -72,7 +76,7 @@ pub(crate) async fn server_url_check(
 ) -> Result<HttpResponse, ApiError> {
     let query = SignedQuery::parse(&req)?;
     let echostr = required(&query.echostr, "echostr")?.to_string();
-    query.verify(&app, state.verify_max_age_secs)?;
+    query.verify(&app, state.verify_max_age)?;
     Ok(plain_text(echostr))
 }
 
@@ -84,7 +88,7 @@ pub(crate) async fn message_push(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    SignedQuery::parse(&req)?.verify(&app, state.verify_max_age_secs)?;
+    SignedQuery::parse(&req)?.verify(&app, state.verify_max_age)?;
     // The message is not handled here, but it is read, within the body's size and
     // time limits, so that a slow or huge body cannot hold the connection.
     crate::limits::read_body(&req, payload).await?;

@@ -192,15 +192,19 @@ pub struct WechatClient {
 
 impl WechatClient {
     pub fn new(settings: &WechatSettings) -> Self {
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let timeout = settings.timeout;
         let http = awc::Client::builder()
             .timeout(timeout)
             .disable_redirects()
             .finish();
         Self {
             http,
-            api_base: settings.api_base.trim_end_matches('/').to_string(),
-            work_api_base: settings.work_api_base.trim_end_matches('/').to_string(),
+            api_base: settings.api_base.as_str().trim_end_matches('/').to_string(),
+            work_api_base: settings
+                .work_api_base
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
             timeout,
             retries: settings.retries,
         }

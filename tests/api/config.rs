@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// Starts the service on `toml` with `env`; every case that uses it must fail before
 /// serving.
@@ -235,8 +236,8 @@ fn cluster_urls_load_from_the_file_as_an_array() {
         Ok(wx_jssdk::configuration::RedisTopology::Cluster(urls)) if urls.len() == 2
     ));
     assert_eq!(
-        (redis.pool_size, redis.timeout_ms),
-        (16, 1000),
+        (redis.pool_size, redis.timeout),
+        (16, Duration::from_millis(1000)),
         "defaults apply"
     );
 }
@@ -284,12 +285,17 @@ fn server_limits_have_defaults_and_a_request_timeout_of_zero_is_refused() {
     let server = &settings.server;
     assert_eq!(
         (
-            server.shutdown_timeout_secs,
-            server.client_request_timeout_ms,
-            server.client_disconnect_timeout_ms,
+            server.shutdown_timeout,
+            server.client_request_timeout,
+            server.client_disconnect_timeout,
             server.max_connections
         ),
-        (30, 5000, 1000, 25_000)
+        (
+            Duration::from_secs(30),
+            Duration::from_millis(5000),
+            Duration::from_millis(1000),
+            25_000
+        )
     );
 
     // 0 would switch actix's slow-client protection off.

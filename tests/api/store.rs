@@ -177,7 +177,7 @@ async fn redis_store_semantics() {
             cluster_urls: None,
             key_prefix: "t".into(),
             pool_size: 2,
-            timeout_ms: 1000,
+            timeout: Duration::from_millis(1000),
         })
         .unwrap(),
     );

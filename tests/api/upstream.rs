@@ -1,6 +1,7 @@
 //! The WeChat client against the sandbox's transport failures: whatever breaks below
 //! WeChat's API is a passing failure (retried, then answered 503), never a refusal.
 
+use std::time::Duration;
 use wx_jssdk::configuration::{AppSettings, TokenMode, WechatSettings};
 use wx_jssdk::sandbox::{Endpoint, Fault, Transport};
 use wx_jssdk::secret::Secret;
@@ -10,12 +11,12 @@ use crate::helpers::{start_sandbox, APPID, SECRET, SERVER_TOKEN, WECHAT_TIMEOUT_
 
 fn client(api_base: &str, retries: u32) -> WechatClient {
     WechatClient::new(&WechatSettings {
-        api_base: api_base.to_string(),
-        work_api_base: api_base.to_string(),
+        api_base: api_base.parse().expect("the sandbox's URL"),
+        work_api_base: api_base.parse().expect("the sandbox's URL"),
         token_mode: TokenMode::Stable,
-        timeout_ms: WECHAT_TIMEOUT_MS,
+        timeout: Duration::from_millis(WECHAT_TIMEOUT_MS),
         retries,
-        verify_max_age_secs: 0,
+        verify_max_age: None,
     })
 }
 
