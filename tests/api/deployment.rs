@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tempfile::NamedTempFile;
-use wx_jssdk::sandbox::Sandbox;
+use wx_sandbox::Sandbox;
 
 use crate::helpers::{
     free_port, retry_after, signed_with_a_valid_ticket, start_sandbox, RunningBinary, TestRedis,

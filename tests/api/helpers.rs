@@ -15,10 +15,10 @@ use wx_jssdk::configuration::{
     AdminSettings, AppSettings, CacheSettings, RedisSettings, ServerSettings, Settings, TokenMode,
     WechatSettings,
 };
-use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 use wx_jssdk::secret::Secret;
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
+use wx_sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 
 pub const APPID: &str = "wxtest0000000000001";
 pub const SECRET: &str = "test-app-secret-do-not-leak";

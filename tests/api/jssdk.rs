@@ -3,7 +3,7 @@
 use crate::helpers::{
     error_code, fault, spawn_app, spawn_app_with, Options, APPID, SECRET, WECHAT_TIMEOUT_MS,
 };
-use wx_jssdk::sandbox::Endpoint;
+use wx_sandbox::Endpoint;
 
 #[actix_web::test]
 async fn the_config_has_every_field_and_a_signature_that_verifies() {

@@ -2,9 +2,9 @@
 //! WeChat's API is a passing failure (retried, then answered 503), never a refusal.
 
 use wx_jssdk::configuration::{AppSettings, TokenMode, WechatSettings};
-use wx_jssdk::sandbox::{Endpoint, Fault, Transport};
 use wx_jssdk::secret::Secret;
 use wx_jssdk::wechat::{WechatClient, WechatError};
+use wx_sandbox::{Endpoint, Fault, Transport};
 
 use crate::helpers::{start_sandbox, APPID, SECRET, SERVER_TOKEN, WECHAT_TIMEOUT_MS};
 
