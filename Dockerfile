@@ -20,6 +20,10 @@ WORKDIR /src
 # the context).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other members: cargo loads every member named in Cargo.toml, and the
+# service depends on them.
+COPY wechat-wire ./wechat-wire
+COPY sandbox ./sandbox
 # The page helper and the demo page are compiled in (include_str!).
 COPY public ./public
 # Dependency caching with cache mounts rather than a dummy-main layer: the crates.io

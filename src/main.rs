@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use wx_jssdk::configuration::Settings;
-use wx_jssdk::sandbox::{Sandbox, SandboxConfig};
 use wx_jssdk::startup::Application;
+use wx_sandbox::{Sandbox, SandboxConfig};
 
 #[derive(Parser)]
 #[command(

@@ -18,8 +18,8 @@ const LAYERS: [(&str, &[&str]); 5] = [
         &["clock", "secret", "log_throttle", "metrics"],
     ),
     ("settings", &["access", "configuration"]),
-    // The sandbox is WeChat's side of the protocol, for tests and `--dev`.
-    ("WeChat protocol", &["wechat", "sandbox"]),
+    // WeChat's side of the protocol, the sandbox, is a crate of its own (sandbox/).
+    ("WeChat protocol", &["wechat"]),
     ("credential cache", &["cache"]),
     (
         "HTTP",

@@ -13,8 +13,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use wx_jssdk::sandbox::CallCounts;
 use wx_jssdk::wechat::signature::sign_url;
+use wx_sandbox::CallCounts;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-stack.sh");
 const APPID: &str = "wxstacktest00000001";

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use actix_web::web;
 
-use serde::{Deserialize, Serialize};
+use wechat_wire::{errcode, path, Answer, StableTokenRequest, CLIENT_CREDENTIAL};
 
 use crate::configuration::{AppKind, AppSettings, TokenMode, WechatSettings};
+
+/// The tickets WeChat hands out for page-side signatures, as the wire format names them.
+pub use wechat_wire::TicketKind;
 
 /// The endpoint a ticket comes from, as the metrics name it.
 fn ticket_endpoint(app: AppKind, kind: TicketKind) -> &'static str {
@@ -21,17 +24,6 @@ fn ticket_endpoint(app: AppKind, kind: TicketKind) -> &'static str {
         (AppKind::Work, TicketKind::Agent) => "agent_ticket",
         (AppKind::Work, _) => "get_jsapi_ticket",
     }
-}
-
-/// The tickets WeChat hands out for page-side signatures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TicketKind {
-    /// `wx.config`: the official account's jsapi_ticket, or the WeChat Work corp's.
-    Jsapi,
-    /// `wx.chooseCard` / `wx.addCard`: an official account's `wx_card` api_ticket.
-    Card,
-    /// `wx.agentConfig`: a WeChat Work application's agent ticket.
-    Agent,
 }
 
 /// A value WeChat handed out, with its lifetime in seconds as WeChat stated it.
@@ -107,29 +99,19 @@ impl WechatError {
     }
 
     fn from_errcode(code: i64, message: String) -> Self {
+        use errcode::*;
         match code {
-            40001 | 40014 | 42001 => Self::InvalidCredential(code),
-            45009 => Self::QuotaExceeded,
-            -1 => Self::Busy,
-            40013 => Self::InvalidAppId,
-            40125 => Self::InvalidSecret,
-            40164 => Self::IpNotWhitelisted,
+            INVALID_CREDENTIAL | INVALID_ACCESS_TOKEN | ACCESS_TOKEN_EXPIRED => {
+                Self::InvalidCredential(code)
+            }
+            QUOTA_EXCEEDED => Self::QuotaExceeded,
+            SYSTEM_BUSY => Self::Busy,
+            INVALID_APPID => Self::InvalidAppId,
+            INVALID_APPSECRET => Self::InvalidSecret,
+            IP_NOT_WHITELISTED => Self::IpNotWhitelisted,
             _ => Self::Api { code, message },
         }
     }
-}
-
-/// Every WeChat answer this client reads, in one shape: errors carry `errcode`,
-/// successes the value and `expires_in`.
-#[derive(Debug, Deserialize)]
-struct Answer {
-    #[serde(default)]
-    errcode: i64,
-    #[serde(default)]
-    errmsg: String,
-    access_token: Option<String>,
-    ticket: Option<String>,
-    expires_in: Option<u64>,
 }
 
 /// Which field of a successful answer holds the value asked for.
@@ -151,31 +133,24 @@ pub fn parse_answer(body: &[u8], wanted: AnswerValue) -> Result<Fetched, WechatE
         AnswerValue::AccessToken => answer.access_token.clone(),
         AnswerValue::Ticket => answer.ticket.clone(),
     };
-    answer.into_fetched(value)
+    into_fetched(answer, value)
 }
 
-impl Answer {
-    fn into_fetched(self, value: Option<String>) -> Result<Fetched, WechatError> {
-        if self.errcode != 0 {
-            return Err(WechatError::from_errcode(self.errcode, self.errmsg));
-        }
-        match (value, self.expires_in) {
-            (Some(value), Some(expires_in)) if !value.is_empty() && expires_in > 0 => {
-                Ok(Fetched { value, expires_in })
-            }
-            _ => Err(WechatError::Decode(
-                "no value or expires_in in the answer".into(),
-            )),
-        }
+/// `answer`'s error, or `value` (taken from it) with its lifetime.
+fn into_fetched(answer: Answer, value: Option<String>) -> Result<Fetched, WechatError> {
+    let code = answer.code();
+    if code != errcode::OK {
+        let message = answer.errmsg.unwrap_or_default();
+        return Err(WechatError::from_errcode(code, message));
     }
-}
-
-#[derive(Serialize)]
-struct StableTokenRequest<'a> {
-    grant_type: &'static str,
-    appid: &'a str,
-    secret: &'a str,
-    force_refresh: bool,
+    match (value, answer.expires_in) {
+        (Some(value), Some(expires_in)) if !value.is_empty() && expires_in > 0 => {
+            Ok(Fetched { value, expires_in })
+        }
+        _ => Err(WechatError::Decode(
+            "no value or expires_in in the answer".into(),
+        )),
+    }
 }
 
 /// The first pause before a retry; it doubles with each attempt, plus up to as much
@@ -240,26 +215,21 @@ impl WechatClient {
         let answer = match (app.kind, mode) {
             (AppKind::Work, _) => {
                 let query = [("corpid", app.appid.as_str()), ("corpsecret", secret)];
-                self.get(&self.work_api_base, "/cgi-bin/gettoken", &query)
+                self.get(&self.work_api_base, path::WORK_TOKEN, &query)
                     .await?
             }
             (AppKind::Official, TokenMode::Stable) => {
-                let body = StableTokenRequest {
-                    grant_type: "client_credential",
-                    appid: &app.appid,
-                    secret,
-                    force_refresh,
-                };
-                let url = format!("{}/cgi-bin/stable_token", self.api_base);
+                let body = StableTokenRequest::new(&app.appid, secret, force_refresh);
+                let url = format!("{}{}", self.api_base, path::STABLE_TOKEN);
                 self.read(self.http.post(url).send_json(&body)).await?
             }
             (AppKind::Official, TokenMode::Classic) => {
                 let query = [
-                    ("grant_type", "client_credential"),
+                    ("grant_type", CLIENT_CREDENTIAL),
                     ("appid", app.appid.as_str()),
                     ("secret", secret),
                 ];
-                self.get(&self.api_base, "/cgi-bin/token", &query).await?
+                self.get(&self.api_base, path::TOKEN, &query).await?
             }
         };
         parse_answer(&answer, AnswerValue::AccessToken)
@@ -286,29 +256,16 @@ impl WechatClient {
         kind: TicketKind,
         access_token: &str,
     ) -> Result<Fetched, WechatError> {
-        let token = ("access_token", access_token);
-        let answer = match (app.kind, kind) {
-            (AppKind::Official, TicketKind::Jsapi) => {
-                let query = [token, ("type", "jsapi")];
-                self.get(&self.api_base, "/cgi-bin/ticket/getticket", &query)
-                    .await?
-            }
-            (AppKind::Official, TicketKind::Card) => {
-                let query = [token, ("type", "wx_card")];
-                self.get(&self.api_base, "/cgi-bin/ticket/getticket", &query)
-                    .await?
-            }
-            (AppKind::Work, TicketKind::Jsapi) => {
-                self.get(&self.work_api_base, "/cgi-bin/get_jsapi_ticket", &[token])
-                    .await?
-            }
-            (AppKind::Work, TicketKind::Agent) => {
-                let query = [token, ("type", "agent_config")];
-                self.get(&self.work_api_base, "/cgi-bin/ticket/get", &query)
-                    .await?
-            }
-            (_, kind) => return Err(WechatError::NoSuchTicket(kind)),
+        let (base, request) = match app.kind {
+            AppKind::Official => (&self.api_base, kind.official_account_request()),
+            AppKind::Work => (&self.work_api_base, kind.work_request()),
         };
+        let Some(request) = request else {
+            return Err(WechatError::NoSuchTicket(kind));
+        };
+        let mut query = vec![("access_token", access_token)];
+        query.extend(request.type_param.map(|value| ("type", value)));
+        let answer = self.get(base, request.path, &query).await?;
         parse_answer(&answer, AnswerValue::Ticket)
     }
 
@@ -451,11 +408,11 @@ mod tests {
             (40164, WechatError::IpNotWhitelisted),
         ] {
             let a = answer(&format!(r#"{{"errcode":{code},"errmsg":"x"}}"#));
-            assert_eq!(a.into_fetched(None), Err(expected));
+            assert_eq!(into_fetched(a, None), Err(expected));
         }
         let a = answer(r#"{"errcode":48001,"errmsg":"api unauthorized"}"#);
         assert_eq!(
-            a.into_fetched(None),
+            into_fetched(a, None),
             Err(WechatError::Api {
                 code: 48001,
                 message: "api unauthorized".into()
@@ -468,7 +425,7 @@ mod tests {
         let a = answer(r#"{"errcode":0,"errmsg":"ok","ticket":"T","expires_in":7200}"#);
         let ticket = a.ticket.clone();
         assert_eq!(
-            a.into_fetched(ticket),
+            into_fetched(a, ticket),
             Ok(Fetched {
                 value: "T".into(),
                 expires_in: 7200
@@ -476,7 +433,10 @@ mod tests {
         );
         let a = answer(r#"{"access_token":"A"}"#);
         let token = a.access_token.clone();
-        assert!(matches!(a.into_fetched(token), Err(WechatError::Decode(_))));
+        assert!(matches!(
+            into_fetched(a, token),
+            Err(WechatError::Decode(_))
+        ));
     }
 
     #[test]

@@ -607,9 +607,8 @@ async fn a_refused_token_is_dropped_everywhere_even_before_it_is_replaced() {
     let other = app.spawn_instance();
     let (refused, _) = current_token(&app).await;
     assert_eq!(current_token(&other).await.0, refused);
-    app.sandbox.inject(
-        wx_jssdk::sandbox::Fault::errcode(wx_jssdk::sandbox::Endpoint::StableToken, -1).times(0),
-    );
+    app.sandbox
+        .inject(wx_sandbox::Fault::errcode(wx_sandbox::Endpoint::StableToken, -1).times(0));
 
     app.sandbox.revoke_tokens(APPID);
     let response = invalidate(&app, &refused).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use wx_jssdk::cache::{ChinaDay, Record};
 use wx_jssdk::clock::now_ms;
-use wx_jssdk::sandbox::Endpoint;
+use wx_sandbox::Endpoint;
 
 use crate::helpers::{
     cold_burst_on_two_instances, error_code, fault, spawn_app, spawn_app_with, wait_until, Options,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tempfile::NamedTempFile;
-use wx_jssdk::sandbox::Sandbox;
+use wx_sandbox::Sandbox;
 
 use crate::common::free_port;
 use crate::helpers::{

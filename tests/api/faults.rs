@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use wx_jssdk::sandbox::Endpoint;
+use wx_sandbox::Endpoint;
 
 use crate::deployment::{Answer, Deployment};
 use crate::helpers::{fault, wait_until, Service};

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use wx_jssdk::configuration::{RedisSettings, Settings};
-use wx_jssdk::sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
+use wx_sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 
 use crate::common::{distinct_free_ports, free_port, run_bounded};
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wx_jssdk::sandbox::CallCounts;
+use wx_sandbox::CallCounts;
 
 use crate::helpers::{spawn_app_with, Options, TestApp, SECRET, SERVER_TOKEN};
 

@@ -1,7 +1,7 @@
 //! `wx.config` signing: inputs, answers and errors.
 
 use reqwest::Method;
-use wx_jssdk::sandbox::Endpoint;
+use wx_sandbox::Endpoint;
 
 use crate::helpers::{
     error_code, fault, spawn_app, spawn_app_with, Options, Service, APPID, SECRET,

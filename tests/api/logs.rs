@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use wx_jssdk::cache::Record;
 use wx_jssdk::clock::now_ms;
-use wx_jssdk::sandbox::Endpoint;
+use wx_sandbox::Endpoint;
 
 use crate::helpers::{fault, spawn_app, RunningBinary, Service, APPID, SECRET, SERVER_TOKEN};
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use wx_jssdk::cache::Record;
-use wx_jssdk::sandbox::Endpoint;
+use wx_sandbox::Endpoint;
 
 use crate::helpers::{
     fault, spawn_app_with, wait_until, Options, Service, TestApp, TestRedis, APPID,

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use wx_jssdk::sandbox::Endpoint;
+use wx_sandbox::Endpoint;
 
 use crate::deployment::{Answer, Deployment, PAGE_URL};
 use crate::helpers::{fault, RunningBinary, Service, APPID};

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use wx_jssdk::sandbox::{Endpoint, TicketKind};
 use wx_jssdk::wechat::signature::sign_url;
+use wx_sandbox::{Endpoint, TicketKind};
 
 use crate::helpers::{most_calls_in_a_window, spawn_app_with, Options, Service, TestApp};
 
@@ -94,7 +94,7 @@ async fn work_config_and_check(app: &TestApp) {
             fields["signature"] == expected.as_str()
         })
     };
-    assert!(verifies(TicketKind::CorpJsapi, &config), "{config}");
+    assert!(verifies(TicketKind::Jsapi, &config), "{config}");
     assert!(
         verifies(TicketKind::Agent, &config["agentConfig"]),
         "{config}"
@@ -132,7 +132,7 @@ async fn a_ticket_handed_out_again_just_past_its_expiry_is_asked_for_once_more()
     let app = spawn_app_with(Options::default()).await;
     app.sandbox.set_reissue(Endpoint::GetTicket, true);
     app.sandbox.set_expires_in(LIFE.as_secs());
-    app.sandbox.inject(wx_jssdk::sandbox::Fault::delay(
+    app.sandbox.inject(wx_sandbox::Fault::delay(
         Endpoint::GetTicket,
         Duration::from_millis(300),
     ));

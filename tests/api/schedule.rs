@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use wx_jssdk::sandbox::{Endpoint, Fault, Transport};
+use wx_sandbox::{Endpoint, Fault, Transport};
 
 use crate::deployment::{Deployment, PAGE_URL};
 use crate::helpers::{retry_after, signed_with_a_valid_ticket};
@@ -170,7 +170,7 @@ fn draw(rng: &mut StdRng) -> Trouble {
 async fn load(
     instance: usize,
     address: String,
-    deployment_sandbox: wx_jssdk::sandbox::Sandbox,
+    deployment_sandbox: wx_sandbox::Sandbox,
     answers: Rc<RefCell<Vec<Answer>>>,
     stop: Rc<RefCell<bool>>,
 ) {

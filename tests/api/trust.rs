@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
-use wx_jssdk::sandbox::{Endpoint, Fault};
+use wx_sandbox::{Endpoint, Fault};
 
 use crate::helpers::{
     error_code, retry_after, spawn_app_with, wechat_signature, Options, RunningBinary, Service,

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 use wx_jssdk::configuration::{AppSettings, TokenMode, WechatSettings};
-use wx_jssdk::sandbox::{Endpoint, Fault, Transport};
 use wx_jssdk::secret::Secret;
 use wx_jssdk::wechat::{WechatClient, WechatError};
+use wx_sandbox::{Endpoint, Fault, Transport};
 
 use crate::helpers::{start_sandbox, APPID, SECRET, SERVER_TOKEN, WECHAT_TIMEOUT_MS};
 

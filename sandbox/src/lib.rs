@@ -47,6 +47,15 @@
 //!
 //! Handlers never panic on bad input, and a poisoned mutex is recovered rather than
 //! propagated.
+//!
+//! The protocol itself (paths, `type` values, errcodes, the JSON shapes) comes from
+//! [`wechat_wire`], which the service's client reads too: what the sandbox answers and
+//! what the client asks for are written once. So do the ticket kinds: a WeChat Work
+//! corp's jsapi ticket is a [`TicketKind::Jsapi`] like an official account's, told
+//! apart by whose it is (the corp's, fetched from `get_jsapi_ticket`), and tests ask
+//! for it by the CorpID. The sandbox is its own crate, outside the service's library,
+//! which never needs it to serve; the `wx-jssdk` binary runs it for `--dev` and
+//! `wx-jssdk sandbox`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
@@ -56,9 +65,14 @@ use std::time::{Duration, Instant};
 use actix_web::body::SizedStream;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha1::{Digest, Sha1};
 use uuid::Uuid;
+use wechat_wire::{errcode, path, Answer, StableTokenRequest, CLIENT_CREDENTIAL};
+
+/// The tickets the sandbox issues: the protocol's kinds. A WeChat Work corp's jsapi
+/// ticket is a [`TicketKind::Jsapi`] held by the corp: ask for it by the CorpID.
+pub use wechat_wire::TicketKind;
 
 /// Longest lifetime the sandbox will represent; larger `expires_in` values are clamped so
 /// that `Instant` arithmetic can never overflow (and panic) on hostile settings.
@@ -244,43 +258,46 @@ pub enum Endpoint {
 impl Endpoint {
     /// The WeChat Work endpoints, which re-issue their values by default.
     pub(crate) const WORK: [Self; 3] = [Self::WorkToken, Self::WorkJsapiTicket, Self::AgentTicket];
-}
 
-/// WeChat Work answers carry `errcode: 0` on success too.
-fn with_ok(mut answer: Value) -> Value {
-    if let Some(fields) = answer.as_object_mut() {
-        fields.insert("errcode".into(), json!(0));
-        fields.insert("errmsg".into(), json!("ok"));
+    /// Where WeChat serves it.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Self::Token => path::TOKEN,
+            Self::StableToken => path::STABLE_TOKEN,
+            Self::GetTicket => path::GET_TICKET,
+            Self::WorkToken => path::WORK_TOKEN,
+            Self::WorkJsapiTicket => path::WORK_JSAPI_TICKET,
+            Self::AgentTicket => path::WORK_TICKET,
+        }
     }
-    answer
 }
 
 /// A WeChat-style error answer.
 #[derive(Debug, Clone, Copy)]
 struct WxErr(i64, &'static str);
 
-const BAD_GRANT: WxErr = WxErr(40002, "invalid grant_type");
-const APPID_MISSING: WxErr = WxErr(41002, "appid missing");
-const SECRET_MISSING: WxErr = WxErr(41004, "appsecret missing");
-const BAD_APPID: WxErr = WxErr(40013, "invalid appid");
-const BAD_SECRET: WxErr = WxErr(40125, "invalid appsecret");
-const TOKEN_MISSING: WxErr = WxErr(41001, "access_token missing");
+const BAD_GRANT: WxErr = WxErr(errcode::INVALID_GRANT_TYPE, "invalid grant_type");
+const APPID_MISSING: WxErr = WxErr(errcode::APPID_MISSING, "appid missing");
+const SECRET_MISSING: WxErr = WxErr(errcode::APPSECRET_MISSING, "appsecret missing");
+const BAD_APPID: WxErr = WxErr(errcode::INVALID_APPID, "invalid appid");
+const BAD_SECRET: WxErr = WxErr(errcode::INVALID_APPSECRET, "invalid appsecret");
+const TOKEN_MISSING: WxErr = WxErr(errcode::ACCESS_TOKEN_MISSING, "access_token missing");
 const TOKEN_NOT_LATEST: WxErr = WxErr(
-    40001,
+    errcode::INVALID_CREDENTIAL,
     "invalid credential, access_token is invalid or not latest",
 );
-const TOKEN_UNKNOWN: WxErr = WxErr(40014, "invalid access_token");
-const TOKEN_EXPIRED: WxErr = WxErr(42001, "access_token expired");
-const BAD_TICKET_TYPE: WxErr = WxErr(40097, "invalid args");
-const DATA_FORMAT: WxErr = WxErr(47001, "data format error");
+const TOKEN_UNKNOWN: WxErr = WxErr(errcode::INVALID_ACCESS_TOKEN, "invalid access_token");
+const TOKEN_EXPIRED: WxErr = WxErr(errcode::ACCESS_TOKEN_EXPIRED, "access_token expired");
+const BAD_TICKET_TYPE: WxErr = WxErr(errcode::INVALID_ARGS, "invalid args");
+const DATA_FORMAT: WxErr = WxErr(errcode::DATA_FORMAT_ERROR, "data format error");
 
 fn wx_json(errcode: i64, errmsg: &str) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "errcode": errcode, "errmsg": errmsg }))
+    HttpResponse::Ok().json(Answer::error(errcode, errmsg))
 }
 
-fn respond(result: Result<Value, WxErr>) -> HttpResponse {
+fn respond(result: Result<Answer, WxErr>) -> HttpResponse {
     match result {
-        Ok(body) => HttpResponse::Ok().json(body),
+        Ok(answer) => HttpResponse::Ok().json(answer),
         Err(WxErr(code, msg)) => wx_json(code, msg),
     }
 }
@@ -361,72 +378,56 @@ enum TokenStatus {
     Revoked,
 }
 
-/// Who a token or ticket belongs to: an official account's appid, a WeChat Work corp
-/// (its corp ticket), or a WeChat Work application (its token and agent ticket), which
-/// the sandbox knows by its corpid and secret (the agentid never reaches WeChat).
-type Owner = String;
+/// Who a token or ticket belongs to, which decides which values are one and the same
+/// (handed out again) and which are independent of each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Owner {
+    /// An official account, by its appid: its tokens and its jsapi and card tickets.
+    Account(String),
+    /// A WeChat Work corp, by its corpid: its jsapi ticket (`wx.config`), one for all
+    /// its applications.
+    Corp(String),
+    /// A WeChat Work application: its token and its agent ticket. WeChat knows it by its
+    /// corpid and secret (the agentid never reaches WeChat), the sandbox by the corpid
+    /// and a digest of the secret.
+    Application {
+        corpid: String,
+        secret_digest: String,
+    },
+}
 
-fn work_application(corpid: &str, secret: &str) -> Owner {
-    let digest = hex::encode(Sha1::digest(secret.as_bytes()));
-    format!("{corpid}#{}", &digest[..8])
+impl Owner {
+    fn application(corpid: &str, secret: &str) -> Self {
+        let digest = hex::encode(Sha1::digest(secret.as_bytes()));
+        Self::Application {
+            corpid: corpid.to_owned(),
+            secret_digest: digest[..8].to_owned(),
+        }
+    }
+
+    /// The appid or corpid that tests ask about its values by.
+    fn id(&self) -> &str {
+        match self {
+            Self::Account(id) | Self::Corp(id) => id,
+            Self::Application { corpid, .. } => corpid,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct TokenRec {
-    /// The appid, or for WeChat Work the corpid.
-    appid: String,
     owner: Owner,
     kind: TokenKind,
     expires_at: Instant,
     status: TokenStatus,
 }
 
-/// The tickets the sandbox issues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TicketKind {
-    /// An official account's JS-SDK ticket (`wx.config`).
-    Jsapi,
-    /// An official account's card api_ticket.
-    WxCard,
-    /// WeChat Work: the corp's jsapi ticket.
-    CorpJsapi,
-    /// WeChat Work: an application's agent_config ticket.
-    Agent,
-}
-
-impl TicketKind {
-    fn parse(s: Option<&str>) -> Result<Self, WxErr> {
-        match s {
-            Some("jsapi") => Ok(Self::Jsapi),
-            Some("wx_card") => Ok(Self::WxCard),
-            _ => Err(BAD_TICKET_TYPE),
-        }
-    }
-
-    fn endpoint(self) -> Endpoint {
-        match self {
-            Self::Jsapi | Self::WxCard => Endpoint::GetTicket,
-            Self::CorpJsapi => Endpoint::WorkJsapiTicket,
-            Self::Agent => Endpoint::AgentTicket,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct TicketRec {
-    /// The appid, or for WeChat Work the corpid.
-    appid: String,
+    owner: Owner,
     kind: TicketKind,
     issued_at: Instant,
     expires_at: Instant,
-}
-
-#[derive(Debug, Deserialize)]
-struct StableTokenRequest {
-    grant_type: Option<String>,
-    appid: Option<String>,
-    secret: Option<String>,
-    force_refresh: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -520,7 +521,7 @@ impl State {
         appid: Option<&str>,
         secret: Option<&str>,
     ) -> Result<String, WxErr> {
-        if grant_type != Some("client_credential") {
+        if grant_type != Some(CLIENT_CREDENTIAL) {
             return Err(BAD_GRANT);
         }
         let appid = appid.filter(|s| !s.is_empty()).ok_or(APPID_MISSING)?;
@@ -536,10 +537,10 @@ impl State {
     }
 
     /// Older still-valid tokens of the same owner and kind keep working only for the grace period.
-    fn supersede(&mut self, owner: &str, kind: TokenKind, now: Instant) {
+    fn supersede(&mut self, owner: &Owner, kind: TokenKind, now: Instant) {
         let cutoff = deadline(now, self.grace_secs);
         for rec in self.tokens.values_mut() {
-            let same = rec.owner == owner && rec.kind == kind;
+            let same = rec.owner == *owner && rec.kind == kind;
             if same && rec.status == TokenStatus::Live && cutoff < rec.expires_at {
                 rec.expires_at = cutoff;
                 rec.status = TokenStatus::Superseded;
@@ -548,10 +549,10 @@ impl State {
     }
 
     /// A new token of `kind` for `owner`, which becomes its current one.
-    fn mint_token(&mut self, appid: &str, owner: &str, kind: TokenKind, now: Instant) -> Value {
+    fn mint_token(&mut self, owner: Owner, kind: TokenKind, now: Instant) -> Answer {
         self.prune(now);
         if kind != TokenKind::Work {
-            self.supersede(owner, kind, now);
+            self.supersede(&owner, kind, now);
         }
         let prefix = match kind {
             TokenKind::Classic => "sbx-at-",
@@ -559,27 +560,26 @@ impl State {
             TokenKind::Work => "sbx-wt-",
         };
         let token = format!("{prefix}{}", Uuid::new_v4().simple());
+        log::debug!("sandbox: minted {kind:?} token for {}", owner.id());
         let rec = TokenRec {
-            appid: appid.to_owned(),
-            owner: owner.to_owned(),
+            owner: owner.clone(),
             kind,
             expires_at: deadline(now, self.expires_in),
             status: TokenStatus::Live,
         };
         self.tokens.insert(token.clone(), rec);
-        self.current.insert((kind, owner.to_owned()), token.clone());
-        log::debug!("sandbox: minted {kind:?} token for {appid}");
-        json!({ "access_token": token, "expires_in": self.expires_in })
+        self.current.insert((kind, owner), token.clone());
+        Answer::access_token(token, self.expires_in)
     }
 
     /// The current token of `kind` for `owner` if it still works, with the time it has left.
     fn current_token(
         &self,
         kind: TokenKind,
-        owner: &str,
+        owner: &Owner,
         now: Instant,
     ) -> Option<(String, Duration)> {
-        let token = self.current.get(&(kind, owner.to_owned()))?;
+        let token = self.current.get(&(kind, owner.clone()))?;
         self.check_token(token, now).ok()?;
         let rec = self.tokens.get(token)?;
         Some((token.clone(), rec.expires_at.saturating_duration_since(now)))
@@ -587,140 +587,131 @@ impl State {
 
     /// A token for `owner`: the current one again in re-issue mode (with a fresh
     /// `expires_in`), otherwise a new one.
-    fn hand_out_token(&mut self, appid: &str, owner: &str, kind: TokenKind, now: Instant) -> Value {
+    fn hand_out_token(&mut self, owner: Owner, kind: TokenKind, now: Instant) -> Answer {
         if self.reissue.contains(&kind.endpoint()) {
-            if let Some((token, _)) = self.current_token(kind, owner, now) {
-                return json!({ "access_token": token, "expires_in": self.expires_in });
+            if let Some((token, _)) = self.current_token(kind, &owner, now) {
+                return Answer::access_token(token, self.expires_in);
             }
         }
-        self.mint_token(appid, owner, kind, now)
+        self.mint_token(owner, kind, now)
     }
 
-    /// The (appid, owner) of `token` if it can be used right now.
-    fn check_token(&self, token: &str, now: Instant) -> Result<(String, Owner), WxErr> {
+    /// The owner of `token` if it can be used right now.
+    fn check_token(&self, token: &str, now: Instant) -> Result<Owner, WxErr> {
         let rec = self.tokens.get(token).ok_or(TOKEN_UNKNOWN)?;
         match rec.status {
             TokenStatus::Revoked => Err(TOKEN_NOT_LATEST),
-            _ if now < rec.expires_at => Ok((rec.appid.clone(), rec.owner.clone())),
+            _ if now < rec.expires_at => Ok(rec.owner.clone()),
             TokenStatus::Superseded => Err(TOKEN_NOT_LATEST),
             TokenStatus::Live => Err(TOKEN_EXPIRED),
         }
     }
 
-    fn classic_token(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
+    fn classic_token(
+        &mut self,
+        q: &HashMap<String, String>,
+        now: Instant,
+    ) -> Result<Answer, WxErr> {
         let get = |k: &str| q.get(k).map(String::as_str);
         let appid = self.check_credentials(get("grant_type"), get("appid"), get("secret"))?;
-        Ok(self.hand_out_token(&appid, &appid, TokenKind::Classic, now))
+        Ok(self.hand_out_token(Owner::Account(appid), TokenKind::Classic, now))
     }
 
-    fn stable_token(&mut self, req: &StableTokenRequest, now: Instant) -> Result<Value, WxErr> {
+    fn stable_token(&mut self, req: &StableTokenRequest, now: Instant) -> Result<Answer, WxErr> {
         let appid = self.check_credentials(
             req.grant_type.as_deref(),
             req.appid.as_deref(),
             req.secret.as_deref(),
         )?;
+        let owner = Owner::Account(appid);
         let kind = TokenKind::Stable;
         if req.force_refresh.unwrap_or(false) {
-            return Ok(self.mint_token(&appid, &appid, kind, now));
+            return Ok(self.mint_token(owner, kind, now));
         }
         if self.reissue.contains(&Endpoint::StableToken) {
-            return Ok(self.hand_out_token(&appid, &appid, kind, now));
+            return Ok(self.hand_out_token(owner, kind, now));
         }
         // The current token with the time it has left, until its last stretch.
         let rotate_within = (Duration::from_secs(self.expires_in) / 4).min(STABLE_ROTATION_MAX);
-        match self.current_token(kind, &appid, now) {
+        match self.current_token(kind, &owner, now) {
             Some((token, left)) if left > rotate_within => {
-                Ok(json!({ "access_token": token, "expires_in": left.as_secs().max(1) }))
+                Ok(Answer::access_token(token, left.as_secs().max(1)))
             }
-            _ => Ok(self.mint_token(&appid, &appid, kind, now)),
+            _ => Ok(self.mint_token(owner, kind, now)),
         }
     }
 
     /// WeChat Work `gettoken`: the application's token.
-    fn work_token(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
+    fn work_token(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Answer, WxErr> {
         let get = |k: &str| q.get(k).map(String::as_str);
         let corpid =
-            self.check_credentials(Some("client_credential"), get("corpid"), get("corpsecret"))?;
-        let owner = work_application(&corpid, get("corpsecret").unwrap_or_default());
-        let answer = self.hand_out_token(&corpid, &owner, TokenKind::Work, now);
-        Ok(with_ok(answer))
+            self.check_credentials(Some(CLIENT_CREDENTIAL), get("corpid"), get("corpsecret"))?;
+        let owner = Owner::application(&corpid, get("corpsecret").unwrap_or_default());
+        Ok(self.hand_out_token(owner, TokenKind::Work, now).ok())
     }
 
-    fn get_ticket(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
-        let kind = TicketKind::parse(q.get("type").map(String::as_str));
-        self.issue_ticket(q, kind, now)
-    }
-
-    /// WeChat Work `get_jsapi_ticket`.
-    fn work_jsapi_ticket(
+    /// A call of a ticket `endpoint` (`getticket`, or WeChat Work's `get_jsapi_ticket`
+    /// and `ticket/get`): the kind the wire format says its `type` asks for there.
+    fn ticket(
         &mut self,
+        endpoint: Endpoint,
         q: &HashMap<String, String>,
         now: Instant,
-    ) -> Result<Value, WxErr> {
-        self.issue_ticket(q, Ok(TicketKind::CorpJsapi), now)
-    }
-
-    /// WeChat Work `ticket/get?type=agent_config`.
-    fn agent_ticket(&mut self, q: &HashMap<String, String>, now: Instant) -> Result<Value, WxErr> {
-        let kind = match q.get("type").map(String::as_str) {
-            Some("agent_config") => Ok(TicketKind::Agent),
-            _ => Err(BAD_TICKET_TYPE),
-        };
-        self.issue_ticket(q, kind, now)
-    }
-
-    fn issue_ticket(
-        &mut self,
-        q: &HashMap<String, String>,
-        kind: Result<TicketKind, WxErr>,
-        now: Instant,
-    ) -> Result<Value, WxErr> {
+    ) -> Result<Answer, WxErr> {
         let token = q.get("access_token").filter(|t| !t.is_empty());
-        let (appid, token_owner) = self.check_token(token.ok_or(TOKEN_MISSING)?, now)?;
-        let kind = kind?;
-        // An agent ticket belongs to the application, every other ticket to the account
-        // or corp: fetched with a new token, it is the same ticket.
-        let owner = match kind {
-            TicketKind::Agent => token_owner,
-            _ => appid.clone(),
+        let token_owner = self.check_token(token.ok_or(TOKEN_MISSING)?, now)?;
+        let asked = q.get("type").map(String::as_str);
+        let kind = TicketKind::requested_at(endpoint.path(), asked).ok_or(BAD_TICKET_TYPE)?;
+        // An agent ticket belongs to the application, the one of WeChat Work's
+        // get_jsapi_ticket to the corp, every other ticket to the account: fetched with
+        // a new token, it is the same ticket.
+        let owner = match (endpoint, kind) {
+            (_, TicketKind::Agent) => token_owner,
+            (Endpoint::WorkJsapiTicket, _) => Owner::Corp(token_owner.id().to_owned()),
+            _ => Owner::Account(token_owner.id().to_owned()),
         };
-        let ticket = match self.reissuable_ticket(&owner, kind, now) {
+        let ticket = match self.reissuable_ticket(endpoint, &owner, kind, now) {
             Some(ticket) => ticket,
-            None => self.mint_ticket(&appid, &owner, kind, now),
+            None => self.mint_ticket(owner, kind, now),
         };
-        Ok(json!({ "errcode": 0, "errmsg": "ok", "ticket": ticket, "expires_in": self.expires_in }))
+        Ok(Answer::ticket(ticket, self.expires_in))
     }
 
     /// In re-issue mode, the ticket handed out last if it is still valid. Its life is
     /// not extended: the answer's fresh `expires_in` is WeChat's, not the ticket's.
-    fn reissuable_ticket(&self, owner: &str, kind: TicketKind, now: Instant) -> Option<String> {
-        if !self.reissue.contains(&kind.endpoint()) {
+    fn reissuable_ticket(
+        &self,
+        endpoint: Endpoint,
+        owner: &Owner,
+        kind: TicketKind,
+        now: Instant,
+    ) -> Option<String> {
+        if !self.reissue.contains(&endpoint) {
             return None;
         }
-        let ticket = self.newest_ticket.get(&(owner.to_owned(), kind))?;
+        let ticket = self.newest_ticket.get(&(owner.clone(), kind))?;
         let rec = self.tickets.get(ticket)?;
         (now < rec.expires_at).then(|| ticket.clone())
     }
 
-    fn mint_ticket(&mut self, appid: &str, owner: &str, kind: TicketKind, now: Instant) -> String {
+    fn mint_ticket(&mut self, owner: Owner, kind: TicketKind, now: Instant) -> String {
         self.prune(now);
-        let prefix = match kind {
-            TicketKind::Jsapi => "sbx-tk-",
-            TicketKind::WxCard => "sbx-ck-",
-            TicketKind::CorpJsapi => "sbx-cj-",
-            TicketKind::Agent => "sbx-ag-",
+        let prefix = match (kind, &owner) {
+            (TicketKind::Jsapi, Owner::Corp(_)) => "sbx-cj-",
+            (TicketKind::Jsapi, _) => "sbx-tk-",
+            (TicketKind::Card, _) => "sbx-ck-",
+            (TicketKind::Agent, _) => "sbx-ag-",
         };
         let ticket = format!("{prefix}{}", Uuid::new_v4().simple());
+        log::debug!("sandbox: minted {kind:?} ticket for {}", owner.id());
         let rec = TicketRec {
-            appid: appid.to_owned(),
+            owner: owner.clone(),
             kind,
             issued_at: now,
             expires_at: deadline(now, self.expires_in),
         };
         self.tickets.insert(ticket.clone(), rec);
-        self.newest_ticket
-            .insert((owner.to_owned(), kind), ticket.clone());
-        log::debug!("sandbox: minted {kind:?} ticket for {appid}");
+        self.newest_ticket.insert((owner, kind), ticket.clone());
         ticket
     }
 
@@ -761,41 +752,33 @@ impl Sandbox {
     pub(crate) fn configure(&self, cfg: &mut web::ServiceConfig) {
         let s = self.clone();
         cfg.route(
-            "/cgi-bin/token",
+            Endpoint::Token.path(),
             web::get().to(move |req: HttpRequest| s.clone().token_handler(req)),
         );
         let s = self.clone();
         cfg.route(
-            "/cgi-bin/stable_token",
+            Endpoint::StableToken.path(),
             web::post().to(move |body: web::Bytes| s.clone().stable_token_handler(body)),
         );
+        // WeChat Work's endpoints (`qyapi.weixin.qq.com`) too: the service's
+        // `work_api_base` points here as well as its `api_base`, as the paths do not collide.
         let s = self.clone();
         cfg.route(
-            "/cgi-bin/ticket/getticket",
-            web::get().to(move |req: HttpRequest| s.clone().ticket_handler(req)),
-        );
-        self.configure_work(cfg);
-        self.configure_control(cfg);
-    }
-
-    /// The WeChat Work endpoints (`qyapi.weixin.qq.com`): the service's `work_api_base`
-    /// points here as well as its `api_base`, as the paths do not collide.
-    fn configure_work(&self, cfg: &mut web::ServiceConfig) {
-        let s = self.clone();
-        cfg.route(
-            "/cgi-bin/gettoken",
+            Endpoint::WorkToken.path(),
             web::get().to(move |req: HttpRequest| s.clone().work_token_handler(req)),
         );
-        let s = self.clone();
-        cfg.route(
-            "/cgi-bin/get_jsapi_ticket",
-            web::get().to(move |req: HttpRequest| s.clone().work_jsapi_ticket_handler(req)),
-        );
-        let s = self.clone();
-        cfg.route(
-            "/cgi-bin/ticket/get",
-            web::get().to(move |req: HttpRequest| s.clone().agent_ticket_handler(req)),
-        );
+        for endpoint in [
+            Endpoint::GetTicket,
+            Endpoint::WorkJsapiTicket,
+            Endpoint::AgentTicket,
+        ] {
+            let s = self.clone();
+            cfg.route(
+                endpoint.path(),
+                web::get().to(move |req: HttpRequest| s.clone().ticket_handler(endpoint, req)),
+            );
+        }
+        self.configure_control(cfg);
     }
 
     fn configure_control(&self, cfg: &mut web::ServiceConfig) {
@@ -907,12 +890,12 @@ impl Sandbox {
     /// refreshed it.
     pub fn revoke_tokens(&self, appid: &str) {
         let mut st = self.lock();
-        for rec in st.tokens.values_mut().filter(|r| r.appid == appid) {
+        for rec in st.tokens.values_mut().filter(|r| r.owner.id() == appid) {
             rec.status = TokenStatus::Revoked;
         }
     }
 
-    /// The newest jsapi ticket issued for `appid`, expired or not.
+    /// The newest jsapi ticket issued for `appid` (or corpid), expired or not.
     pub fn current_ticket(&self, appid: &str) -> Option<String> {
         self.newest_of_kind(appid, TicketKind::Jsapi)
     }
@@ -922,25 +905,27 @@ impl Sandbox {
         state
             .tickets
             .iter()
-            .filter(|(_, t)| t.appid == appid && t.kind == kind)
+            .filter(|(_, t)| t.owner.id() == appid && t.kind == kind)
             .max_by_key(|(_, t)| t.issued_at)
             .map(|(ticket, _)| ticket.clone())
     }
 
-    /// Every jsapi ticket of `appid` that is still valid: a page signed with any of
-    /// them passes `wx.config`.
+    /// Every jsapi ticket of `appid` (or of the corp `appid` names) that is still valid:
+    /// a page signed with any of them passes `wx.config`.
     pub fn valid_tickets(&self, appid: &str) -> Vec<String> {
         self.valid_of_kind(appid, TicketKind::Jsapi)
     }
 
     /// Every valid card api_ticket of `appid`.
     pub fn valid_card_tickets(&self, appid: &str) -> Vec<String> {
-        self.valid_of_kind(appid, TicketKind::WxCard)
+        self.valid_of_kind(appid, TicketKind::Card)
     }
 
-    /// Every valid WeChat Work jsapi ticket of `corpid` (`wx.config`).
+    /// Every valid WeChat Work jsapi ticket of `corpid` (`wx.config`): a corp's jsapi
+    /// tickets are [`TicketKind::Jsapi`] ones, asked for by the CorpID, so this is
+    /// [`Sandbox::valid_tickets`] under the name a WeChat Work test reads best.
     pub fn valid_corp_tickets(&self, corpid: &str) -> Vec<String> {
-        self.valid_of_kind(corpid, TicketKind::CorpJsapi)
+        self.valid_tickets(corpid)
     }
 
     /// Every valid WeChat Work agent ticket of `corpid`'s applications (`wx.agentConfig`).
@@ -953,7 +938,8 @@ impl Sandbox {
         self.tickets_where(appid, kind, |t| t.issued_at <= now && now < t.expires_at)
     }
 
-    /// Every ticket of `kind` of `appid` (a corpid for the WeChat Work kinds) that was
+    /// Every ticket of `kind` of `appid` (the corpid for a corp's jsapi tickets and for
+    /// agent tickets) that was
     /// valid at some moment between `from` and `to`: the tickets a signature made in
     /// that interval may use and still pass WeChat's check.
     pub fn tickets_valid_during(
@@ -976,7 +962,7 @@ impl Sandbox {
         state
             .tickets
             .iter()
-            .filter(|(_, t)| t.appid == appid && t.kind == kind && valid(t))
+            .filter(|(_, t)| t.owner.id() == appid && t.kind == kind && valid(t))
             .map(|(ticket, _)| ticket.clone())
             .collect()
     }
@@ -1032,29 +1018,13 @@ impl Sandbox {
         respond(self.lock().work_token(&query_map(&req), Instant::now()))
     }
 
-    async fn work_jsapi_ticket_handler(self, req: HttpRequest) -> HttpResponse {
-        if let Some(resp) = self.enter(Endpoint::WorkJsapiTicket, false).await {
-            return resp;
-        }
-        respond(
-            self.lock()
-                .work_jsapi_ticket(&query_map(&req), Instant::now()),
-        )
-    }
-
-    async fn agent_ticket_handler(self, req: HttpRequest) -> HttpResponse {
-        if let Some(resp) = self.enter(Endpoint::AgentTicket, false).await {
-            return resp;
-        }
-        respond(self.lock().agent_ticket(&query_map(&req), Instant::now()))
-    }
-
-    async fn ticket_handler(self, req: HttpRequest) -> HttpResponse {
-        if let Some(resp) = self.enter(Endpoint::GetTicket, false).await {
+    /// `getticket`, and WeChat Work's `get_jsapi_ticket` and `ticket/get`.
+    async fn ticket_handler(self, endpoint: Endpoint, req: HttpRequest) -> HttpResponse {
+        if let Some(resp) = self.enter(endpoint, false).await {
             return resp;
         }
         let q = query_map(&req);
-        respond(self.lock().get_ticket(&q, Instant::now()))
+        respond(self.lock().ticket(endpoint, &q, Instant::now()))
     }
 
     async fn control_fault(self, body: web::Bytes) -> HttpResponse {
@@ -1098,13 +1068,14 @@ impl Sandbox {
             return bad_request("appid missing");
         };
         // A page test checks wx.agentConfig (and card signatures) like wx.config: it
-        // needs those tickets as well. `appid` is the CorpID for the WeChat Work kinds.
+        // needs those tickets as well. `appid` is the CorpID for the WeChat Work tickets;
+        // `corp_jsapi` says "a corp's jsapi ticket", which is `jsapi` asked by the CorpID.
         let kind = match q.get("type").map(String::as_str) {
-            None | Some("jsapi") => TicketKind::Jsapi,
-            Some("wx_card") => TicketKind::WxCard,
-            Some("corp_jsapi") => TicketKind::CorpJsapi,
-            Some("agent_config") => TicketKind::Agent,
-            Some(_) => return bad_request("type: one of jsapi, wx_card, corp_jsapi, agent_config"),
+            None | Some("corp_jsapi") => Some(TicketKind::Jsapi),
+            Some(value) => TicketKind::from_type_param(value),
+        };
+        let Some(kind) = kind else {
+            return bad_request("type: one of jsapi, wx_card, corp_jsapi, agent_config");
         };
         match self.newest_of_kind(appid, kind) {
             Some(ticket) => HttpResponse::Ok().json(json!({ "ticket": ticket })),
@@ -1117,6 +1088,7 @@ impl Sandbox {
 mod tests {
     use super::*;
     use actix_web::{test as atest, App};
+    use serde_json::Value;
 
     const APP: &str = "wx-app";
 
@@ -1226,8 +1198,8 @@ mod tests {
             ("access_token".to_string(), token.to_string()),
             ("type".to_string(), "jsapi".to_string()),
         ]);
-        match state.get_ticket(&q, now) {
-            Ok(answer) => answer,
+        match state.ticket(Endpoint::GetTicket, &q, now) {
+            Ok(answer) => json!(answer),
             Err(WxErr(code, _)) => json!({ "errcode": code }),
         }
     }
@@ -1238,7 +1210,7 @@ mod tests {
             ("appid".to_string(), APP.to_string()),
             ("secret".to_string(), "s3cret".to_string()),
         ]);
-        let answer = state.classic_token(&q, now).unwrap_or_default();
+        let answer = json!(state.classic_token(&q, now).unwrap_or_default());
         answer["access_token"]
             .as_str()
             .unwrap_or_default()
@@ -1310,7 +1282,7 @@ mod tests {
             secret: Some("s3cret".into()),
             force_refresh: Some(force),
         };
-        st.stable_token(&req, now).unwrap_or_default()
+        json!(st.stable_token(&req, now).unwrap_or_default())
     }
 
     /// The stable token states the time it has left, and is rotated in its last
@@ -1336,7 +1308,7 @@ mod tests {
             ("corpid".to_string(), "corp".to_string()),
             ("corpsecret".to_string(), secret.to_string()),
         ]);
-        st.work_token(&q, now).unwrap_or_default()
+        json!(st.work_token(&q, now).unwrap_or_default())
     }
 
     fn work_ticket_at(st: &mut State, kind: &str, token: &Value, now: Instant) -> Value {
@@ -1347,11 +1319,11 @@ mod tests {
         let mut q = HashMap::from([("access_token".to_string(), token)]);
         let answer = if kind == "agent" {
             q.insert("type".into(), "agent_config".into());
-            st.agent_ticket(&q, now)
+            st.ticket(Endpoint::AgentTicket, &q, now)
         } else {
-            st.work_jsapi_ticket(&q, now)
+            st.ticket(Endpoint::WorkJsapiTicket, &q, now)
         };
-        answer.unwrap_or_default()
+        json!(answer.unwrap_or_default())
     }
 
     /// WeChat Work: each application (secret) has its own token, the same one until it
