@@ -30,6 +30,7 @@ mod local;
 mod lock;
 mod memory;
 mod outage;
+mod reconcile;
 mod record;
 mod redis;
 mod refresh;

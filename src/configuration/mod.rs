@@ -11,11 +11,13 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map};
 use serde::Deserialize;
 
-use crate::access::{admin_key_problem, AllowedDomains, CorsOrigins, TrustedProxies};
+use crate::access::{AllowedDomains, CorsOrigins, TrustedProxies};
 use crate::secret::Secret;
 
 mod describe;
 mod keys;
+mod parse;
+mod validate;
 
 pub(crate) use describe::Described;
 
@@ -48,20 +50,26 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// On SIGTERM, how long requests in flight may take to finish before the workers
     /// are stopped anyway.
-    #[serde(rename = "shutdown_timeout_secs", deserialize_with = "seconds")]
+    #[serde(rename = "shutdown_timeout_secs", deserialize_with = "parse::seconds")]
     pub shutdown_timeout: Duration,
     /// A client must have sent a request's whole head (request line and headers) this
     /// long after connecting or after its previous request, or it is cut off (408): a
     /// slow client cannot hold a connection open by dribbling headers.
-    #[serde(rename = "client_request_timeout_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "client_request_timeout_ms",
+        deserialize_with = "parse::millis"
+    )]
     pub client_request_timeout: Duration,
     /// A request's body must have arrived this long after its handler started reading
     /// it, or the request is answered 408 and the connection closed: a slow client
     /// cannot hold a worker's connection by dribbling a body either.
-    #[serde(rename = "client_body_timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "client_body_timeout_ms", deserialize_with = "parse::millis")]
     pub client_body_timeout: Duration,
     /// How long a closing connection may take to shut down cleanly before it is dropped.
-    #[serde(rename = "client_disconnect_timeout_ms", deserialize_with = "millis")]
+    #[serde(
+        rename = "client_disconnect_timeout_ms",
+        deserialize_with = "parse::millis"
+    )]
     pub client_disconnect_timeout: Duration,
     /// Open connections per worker; beyond it the worker stops accepting until some
     /// close (the kernel's backlog holds the rest).
@@ -69,7 +77,7 @@ pub struct ServerSettings {
     /// Reverse proxies (CIDRs such as `10.0.0.0/8`, or single addresses) whose
     /// `X-Forwarded-For` is believed: behind them the client is the last address in
     /// that header that is not itself a trusted proxy. Empty: the peer is the client.
-    #[serde(default, deserialize_with = "proxy_list")]
+    #[serde(default, deserialize_with = "parse::proxy_list")]
     pub trusted_proxies: TrustedProxies,
 }
 
@@ -83,56 +91,13 @@ pub struct RedisSettings {
     /// Seed nodes of a Redis Cluster. The client learns the rest of the cluster (and
     /// every later resharding) from any one that answers, so listing a few is enough.
     /// A list, or one comma-separated string (the environment's form).
-    #[serde(default, deserialize_with = "list_or_comma_separated")]
+    #[serde(default, deserialize_with = "parse::list_or_comma_separated")]
     pub cluster_urls: Option<Vec<Secret>>,
     pub key_prefix: String,
     pub pool_size: usize,
     /// Bound on connecting to Redis and on each command.
-    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "timeout_ms", deserialize_with = "parse::millis")]
     pub timeout: Duration,
-}
-
-/// Reads a list of strings, or one string of comma-separated items (spaces around
-/// them ignored), which is how a list arrives from an environment variable.
-///
-/// The `config` crate can split such a variable itself, but only with `try_parsing`
-/// on, which would also reparse every other variable (an AppID "0123" would become
-/// "123"). A value of the wrong type is reported as `expected`, without being echoed:
-/// it may hold a password or a key.
-fn comma_list<'de, D>(deserializer: D, expected: &'static str) -> Result<Vec<String>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        String(String),
-    }
-    let items = match ListOrString::deserialize(deserializer)
-        .map_err(|_| serde::de::Error::custom(expected))?
-    {
-        ListOrString::List(items) => items,
-        ListOrString::String(joined) => joined.split(',').map(str::to_string).collect(),
-    };
-    Ok(items
-        .iter()
-        .map(|item| item.trim())
-        .filter(|item| !item.is_empty())
-        .map(str::to_string)
-        .collect())
-}
-
-/// `redis.cluster_urls`: see [`comma_list`].
-fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Option<Vec<Secret>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let urls = comma_list(
-        deserializer,
-        "expected a list of redis:// URLs or one comma-separated string",
-    )?;
-    Ok(Some(urls.into_iter().map(Secret::new).collect()))
 }
 
 /// The Redis deployment [`RedisSettings`] describe, once checked.
@@ -218,14 +183,14 @@ pub enum TokenMode {
 #[derive(Debug, Clone, Deserialize)]
 pub struct WechatSettings {
     /// The WeChat API (`https://api.weixin.qq.com`; the sandbox in tests and `--dev`).
-    #[serde(deserialize_with = "http_url")]
+    #[serde(deserialize_with = "parse::http_url")]
     pub api_base: url::Url,
     /// The WeChat Work API, for apps of `kind = "work"`.
-    #[serde(deserialize_with = "http_url")]
+    #[serde(deserialize_with = "parse::http_url")]
     pub work_api_base: url::Url,
     pub token_mode: TokenMode,
     /// Bound on one call to WeChat.
-    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "timeout_ms", deserialize_with = "parse::millis")]
     pub timeout: Duration,
     /// Further attempts after a call fails in a passing way (errcode -1, timeout,
     /// connection error), with exponential backoff and jitter.
@@ -235,7 +200,10 @@ pub struct WechatSettings {
     /// number, is refused before its signature is checked. `None` (0 in the settings):
     /// off (WeChat's documented check is the signature alone, which a recorded request
     /// passes forever).
-    #[serde(rename = "verify_max_age_secs", deserialize_with = "seconds_or_off")]
+    #[serde(
+        rename = "verify_max_age_secs",
+        deserialize_with = "parse::seconds_or_off"
+    )]
     pub verify_max_age: Option<Duration>,
 }
 
@@ -246,23 +214,23 @@ pub struct CacheSettings {
     /// `expires_in` ends, so that a page has time to call `wx.config` with it, unless
     /// no newer value can be had (WeChat re-issued it, or renewing it failed).
     /// Capped at a fifth of `expires_in` for short-lived values.
-    #[serde(rename = "safety_margin_secs", deserialize_with = "seconds")]
+    #[serde(rename = "safety_margin_secs", deserialize_with = "parse::seconds")]
     pub safety_margin: Duration,
     /// A value is renewed (by one instance, while all keep using it) this long before
     /// it stops being handed out: the time WeChat has to recover from an outage before
     /// anyone notices. Capped at half of the usable life.
-    #[serde(rename = "refresh_ahead_secs", deserialize_with = "seconds")]
+    #[serde(rename = "refresh_ahead_secs", deserialize_with = "parse::seconds")]
     pub refresh_ahead: Duration,
     /// Lifetime of the refresh lock: if its holder dies, another instance takes over
     /// after this long. A live holder extends it while it works.
-    #[serde(rename = "lock_ttl_ms", deserialize_with = "millis")]
+    #[serde(rename = "lock_ttl_ms", deserialize_with = "parse::millis")]
     pub lock_ttl: Duration,
     /// How long a request waits for a refresh before answering 503.
-    #[serde(rename = "lock_wait_ms", deserialize_with = "millis")]
+    #[serde(rename = "lock_wait_ms", deserialize_with = "parse::millis")]
     pub lock_wait: Duration,
     /// How often an instance compares its in-memory copy with the store: the bound on
     /// how long a change made by another instance takes to reach this one.
-    #[serde(rename = "local_recheck_ms", deserialize_with = "millis")]
+    #[serde(rename = "local_recheck_ms", deserialize_with = "parse::millis")]
     pub local_recheck: Duration,
     /// Invalidations asked for by callers (`POST .../invalidate`) allowed per
     /// credential of an app per day (China time), deployment-wide: each costs a call
@@ -273,25 +241,11 @@ pub struct CacheSettings {
 impl TryFrom<String> for TokenMode {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
-        one_of(
+        parse::one_of(
             &value,
             &[("stable", Self::Stable), ("classic", Self::Classic)],
         )
     }
-}
-
-/// The variant written `value` (in any case), or a message listing the valid ones.
-/// serde's own message (`enum TokenMode does not have variant constructor fast`)
-/// names the type, not the words the operator may write.
-fn one_of<T: Copy>(value: &str, variants: &[(&str, T)]) -> Result<T, String> {
-    variants
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(value.trim()))
-        .map(|(_, variant)| *variant)
-        .ok_or_else(|| {
-            let names: Vec<String> = variants.iter().map(|(n, _)| format!("`{n}`")).collect();
-            format!("is {value:?}; expected one of {}", names.join(", "))
-        })
 }
 
 /// What kind of WeChat app a `[apps.NAME]` table describes.
@@ -308,7 +262,7 @@ pub enum AppKind {
 impl TryFrom<String> for AppKind {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
-        one_of(
+        parse::one_of(
             &value,
             &[("official", Self::Official), ("work", Self::Work)],
         )
@@ -333,22 +287,22 @@ pub struct AppSettings {
     pub token: Option<Secret>,
     /// Hosts of the pages this app signs for (`example.com`, `*.example.com`): the
     /// account's JS interface safe domains. Empty: any host.
-    #[serde(default, deserialize_with = "domain_list")]
+    #[serde(default, deserialize_with = "parse::domain_list")]
     pub allowed_domains: AllowedDomains,
     /// Browser origins whose scripts may call this app's signing routes
     /// (`https://a.example.com`, or `*`). Empty: none.
-    #[serde(default, deserialize_with = "origin_list")]
+    #[serde(default, deserialize_with = "parse::origin_list")]
     pub cors_origins: CorsOrigins,
     /// Whether browsers may ask for `wx.addCard` signatures (a `cardExt` for any card,
     /// code and user) without an admin key. Off: only a backend with a key may, since
     /// for cards with custom codes a signature is a coupon of the caller's choosing.
-    #[serde(default, deserialize_with = "flag")]
+    #[serde(default, deserialize_with = "parse::flag")]
     pub card_sign_public: bool,
     /// The domain verification files WeChat asks to find at the root of a JS interface
     /// safe domain (`MP_verify_….txt`, `WW_verify_….txt` for WeChat Work), by name,
     /// with their content: served at `/NAME`, so that when the domain's root reaches
     /// the service no file needs to live on another server.
-    #[serde(default, deserialize_with = "verify_files")]
+    #[serde(default, deserialize_with = "parse::verify_files")]
     pub domain_verify_files: BTreeMap<String, String>,
     /// Whose credentials these are in the shared cache: the AppID, or for WeChat
     /// Work `CORPID/AGENTID`, since every application of a corp has its own token.
@@ -402,63 +356,12 @@ impl AppSettings {
     }
 }
 
-fn domain_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AllowedDomains, D::Error> {
-    comma_list(
-        d,
-        "expected a list of host names like example.com or *.example.com",
-    )
-    .map(AllowedDomains::new)
-}
-
-fn proxy_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrustedProxies, D::Error> {
-    comma_list(d, "expected a list of addresses or CIDRs like 10.0.0.0/8").map(TrustedProxies::new)
-}
-
-/// `domain_verify_files`: a table of name = content in the file, or one string of
-/// `NAME=CONTENT` pairs separated by commas in the environment (whose variable names
-/// could not hold a file name's dot or case).
-fn verify_files<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum TableOrString {
-        Table(BTreeMap<String, String>),
-        String(String),
-    }
-    let expected =
-        "expected a table of file name = content, or NAME=CONTENT pairs separated by commas";
-    match TableOrString::deserialize(d).map_err(|_| serde::de::Error::custom(expected))? {
-        TableOrString::Table(files) => Ok(files),
-        TableOrString::String(pairs) => pairs
-            .split(',')
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                pair.split_once('=')
-                    .map(|(name, content)| (name.trim().to_string(), content.trim().to_string()))
-                    .ok_or_else(|| serde::de::Error::custom(expected))
-            })
-            .collect(),
-    }
-}
-
-fn origin_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CorsOrigins, D::Error> {
-    comma_list(d, "expected a list of origins like https://a.example.com").map(CorsOrigins::new)
-}
-
 /// `[admin]`: access for the company's other backends (see `routes::admin`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AdminSettings {
     /// Bearer keys, any of which opens the admin routes. Secrets: never printed.
-    #[serde(default, deserialize_with = "secret_list")]
+    #[serde(default, deserialize_with = "parse::secret_list")]
     pub keys: Vec<Secret>,
-}
-
-fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
-    let keys = comma_list(d, "expected a list of keys or one comma-separated string")?;
-    Ok(keys.into_iter().map(Secret::new).collect())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -512,59 +415,6 @@ fn problem_of(message: &str) -> String {
     match message.strip_prefix("missing field ") {
         Some(field) => format!("is missing {field}"),
         None => message.to_string(),
-    }
-}
-
-/// A name a verification file may have: what WeChat hands out (`MP_verify_…`,
-/// `WW_verify_…`) and nothing that could name another route.
-pub(crate) fn is_verify_file_name(name: &str) -> bool {
-    name.strip_suffix(".txt").is_some_and(|stem| {
-        !stem.is_empty()
-            && stem.len() <= 64
-            && stem
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    })
-}
-
-/// A duration written in milliseconds (the `*_ms` keys).
-fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_millis)
-}
-
-/// A duration written in seconds (the `*_secs` keys).
-fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_secs)
-}
-
-/// A duration in seconds where 0 means "off".
-fn seconds_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    seconds(d).map(|secs| (!secs.is_zero()).then_some(secs))
-}
-
-/// An `http://` or `https://` URL; a base URL's final `/` is dropped, so that paths
-/// can be appended to it as they are written (`/cgi-bin/token`).
-fn http_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
-    let raw = String::deserialize(d)?;
-    url::Url::parse(&raw)
-        .ok()
-        .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-        .ok_or_else(|| serde::de::Error::custom("must be an http:// or https:// URL"))
-}
-
-/// A boolean: `true`/`false` in the file, or as the environment's string.
-fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum BoolOrString {
-        Bool(bool),
-        String(String),
-    }
-    match BoolOrString::deserialize(d) {
-        Ok(BoolOrString::Bool(b)) => Ok(b),
-        Ok(BoolOrString::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
-        Ok(BoolOrString::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-        _ => Err(serde::de::Error::custom("expected true or false")),
     }
 }
 
@@ -694,158 +544,6 @@ impl Settings {
             builder = builder.set_default(key, value)?;
         }
         Ok(builder.add_source(raw).build()?)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.apps.is_empty() {
-            return Err(invalid("apps", "needs at least one [apps.NAME] table"));
-        }
-        for (name, app) in &self.apps {
-            keys::check_app_name(name, &format!("[apps.{name}]"))?;
-            let key = |field: &str| format!("apps.{name}.{field}");
-            if app.appid.trim().is_empty() {
-                return Err(invalid(key("appid"), "is empty"));
-            }
-            if app.secret.expose().is_empty() {
-                return Err(invalid(key("secret"), "is empty"));
-            }
-            let has =
-                |value: &Option<Secret>| value.as_ref().is_some_and(|v| !v.expose().is_empty());
-            match app.kind {
-                AppKind::Official if !has(&app.token) => {
-                    return Err(invalid(key("token"), "is required for an official account"));
-                }
-                AppKind::Work if app.agentid.as_deref().is_none_or(|a| a.trim().is_empty()) => {
-                    return Err(invalid(key("agentid"), "is required for a WeChat Work app"));
-                }
-                _ => {}
-            }
-        }
-        if let Some(redis) = &self.redis {
-            redis.topology()?;
-            if redis.pool_size == 0 {
-                return Err(invalid("redis.pool_size", "must be at least 1"));
-            }
-        }
-        let c = &self.cache;
-        for (key, value, least) in [
-            ("cache.lock_ttl_ms", c.lock_ttl, 30),
-            ("cache.lock_wait_ms", c.lock_wait, 1),
-            ("cache.local_recheck_ms", c.local_recheck, 1),
-        ] {
-            if value < Duration::from_millis(least) {
-                return Err(invalid(key, &format!("must be at least {least}")));
-            }
-        }
-        self.validate_listeners()?;
-        if self.server.workers == Some(0) {
-            return Err(invalid("server.workers", "must be at least 1"));
-        }
-        // 0 would mean "no limit" to actix: a slow client could hold a connection forever.
-        if self.server.client_request_timeout.is_zero() {
-            return Err(invalid(
-                "server.client_request_timeout_ms",
-                "must be at least 1 (0 would let a client that never finishes its headers hold a connection)",
-            ));
-        }
-        if self.server.max_connections == 0 {
-            return Err(invalid("server.max_connections", "must be at least 1"));
-        }
-        if self.server.client_body_timeout.is_zero() {
-            return Err(invalid(
-                "server.client_body_timeout_ms",
-                "must be at least 1 (0 would let a client that never finishes its body hold a connection)",
-            ));
-        }
-        self.validate_access()
-    }
-
-    /// `server.bind` and `server.ops_bind` must be addresses to listen on, and two
-    /// different ones: start-up would otherwise fail later, without naming the key.
-    fn validate_listeners(&self) -> Result<(), ConfigError> {
-        let listeners = [
-            ("server.bind", Some(&self.server.bind)),
-            ("server.ops_bind", self.server.ops_bind.as_ref()),
-        ];
-        for (key, bind) in listeners {
-            let Some(bind) = bind else { continue };
-            if std::net::ToSocketAddrs::to_socket_addrs(bind.as_str()).is_err() {
-                return Err(invalid(
-                    key,
-                    &format!("= {bind:?} is not an address to listen on: write HOST:PORT, e.g. 0.0.0.0:8080 (port 0: any free port)"),
-                ));
-            }
-        }
-        if self.server.ops_bind.as_ref() == Some(&self.server.bind)
-            && !self.server.bind.ends_with(":0")
-        {
-            return Err(invalid("server.ops_bind", "is the same address as `server.bind`: give the operations listener a port of its own"));
-        }
-        Ok(())
-    }
-
-    /// Page domains, CORS origins and admin keys. A bad list entry is named by its
-    /// position; a domain or origin is shown (it is public), a key never.
-    fn validate_access(&self) -> Result<(), ConfigError> {
-        for (name, app) in &self.apps {
-            let bad = [
-                ("allowed_domains", app.allowed_domains.first_problem()),
-                ("cors_origins", app.cors_origins.first_problem()),
-            ];
-            if let Some((list, Some(entry))) = bad.into_iter().find(|(_, bad)| bad.is_some()) {
-                return Err(invalid(
-                    format!("apps.{name}.{list}[{}]", entry.index),
-                    &format!("= {:?} {}", entry.raw, entry.problem),
-                ));
-            }
-        }
-        if let Some(entry) = self.server.trusted_proxies.first_problem() {
-            return Err(invalid(
-                format!("server.trusted_proxies[{}]", entry.index),
-                &format!("= {:?} {}", entry.raw, entry.problem),
-            ));
-        }
-        self.validate_verify_files()?;
-        for (i, key) in self.admin.keys.iter().enumerate() {
-            if let Some(problem) = admin_key_problem(key) {
-                return Err(invalid(format!("admin.keys[{i}]"), &problem));
-            }
-        }
-        Ok(())
-    }
-
-    /// Domain verification files: names WeChat could ask for (`MP_verify_x.txt`),
-    /// short printable contents, and one content per name across the apps (they are
-    /// all served at the root).
-    fn validate_verify_files(&self) -> Result<(), ConfigError> {
-        let mut seen: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
-        for (name, app) in &self.apps {
-            for (file, content) in &app.domain_verify_files {
-                let key = format!("apps.{name}.domain_verify_files.{file}");
-                if !is_verify_file_name(file) {
-                    return Err(invalid(
-                        key,
-                        "is not a verification file name: letters, digits, `_` and `-`, ending in .txt (e.g. MP_verify_abc123.txt)",
-                    ));
-                }
-                let printable = content.bytes().all(|b| b.is_ascii_graphic());
-                if content.is_empty() || content.len() > 256 || !printable {
-                    return Err(invalid(
-                        key,
-                        "must be the file's content as WeChat gave it: 1 to 256 printable ASCII characters",
-                    ));
-                }
-                if let Some((other, other_content)) = seen.insert(file, (name, content)) {
-                    if other_content != content {
-                        return Err(invalid(
-                            key,
-                            &format!("differs from apps.{other}.domain_verify_files.{file}: one file name has one content"),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The app that serves the short routes: the one named `default`, or the only one.
