@@ -3,7 +3,6 @@
 //! panic (no overflow on absurd `expires_in`), and an accepted value is usable.
 #![no_main]
 
-use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use wx_jssdk::cache::Record;
 use wx_jssdk::configuration::CacheSettings;
@@ -13,14 +12,7 @@ use wx_jssdk::wechat::client::{parse_answer, AnswerValue};
 const NOW_MS: u64 = 1_795_608_316_000;
 
 fuzz_target!(|data: &[u8]| {
-    let settings = CacheSettings {
-        safety_margin: Duration::from_secs(60),
-        refresh_ahead: Duration::from_secs(900),
-        lock_ttl: Duration::from_millis(5_000),
-        lock_wait: Duration::from_millis(5_000),
-        local_recheck: Duration::from_millis(1_000),
-        invalidations_per_day: 100,
-    };
+    let settings = CacheSettings::shipped();
     for wanted in [AnswerValue::AccessToken, AnswerValue::Ticket] {
         match parse_answer(data, wanted) {
             Ok(fetched) => {

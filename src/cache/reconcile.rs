@@ -127,14 +127,7 @@ pub(super) mod tests {
 
     /// A cache on the in-process store, with the shipped settings.
     pub(in crate::cache) fn cache() -> CredentialCache {
-        let settings = CacheSettings {
-            safety_margin: Duration::from_secs(60),
-            refresh_ahead: Duration::from_secs(900),
-            lock_ttl: Duration::from_millis(5_000),
-            lock_wait: Duration::from_millis(5_000),
-            local_recheck: Duration::from_millis(1_000),
-            invalidations_per_day: 100,
-        };
+        let settings = CacheSettings::shipped();
         let store = Store::Memory(MemoryStore::new());
         CredentialCache::new(store, KeySpace::new("t"), settings, TokenMode::Stable)
     }

@@ -239,20 +239,11 @@ fn millis(duration: std::time::Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     /// The shipped defaults: 60 s margin, renewal 900 s ahead.
     fn settings() -> CacheSettings {
-        CacheSettings {
-            safety_margin: Duration::from_secs(60),
-            refresh_ahead: Duration::from_secs(900),
-            lock_ttl: Duration::from_millis(5_000),
-            lock_wait: Duration::from_millis(5_000),
-            local_recheck: Duration::from_millis(1_000),
-            invalidations_per_day: 100,
-        }
+        CacheSettings::shipped()
     }
 
     /// The record of `value` fetched with a request sent at `requested_at` and

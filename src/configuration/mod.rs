@@ -238,6 +238,25 @@ pub struct CacheSettings {
     pub invalidations_per_day: u64,
 }
 
+impl CacheSettings {
+    /// The defaults that ship (the `cache.*` entries of [`DEFAULTS`]), for code that
+    /// needs cache settings without a configuration: unit tests and the fuzzers.
+    pub fn shipped() -> Self {
+        let cache = DEFAULTS
+            .iter()
+            .filter_map(|(key, value)| Some((key.strip_prefix("cache.")?, *value)));
+        cache
+            .fold(Config::builder(), |builder, (key, value)| {
+                builder
+                    .set_default(key, value)
+                    .expect("a key of DEFAULTS is a valid path")
+            })
+            .build()
+            .and_then(Config::try_deserialize)
+            .expect("the shipped cache defaults parse")
+    }
+}
+
 impl TryFrom<String> for TokenMode {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
@@ -555,5 +574,19 @@ impl Settings {
             1 => self.apps.iter().next().map(|(n, a)| (n.as_str(), a)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_cache_settings_are_the_defaults() {
+        let shipped = CacheSettings::shipped();
+        assert_eq!(shipped.safety_margin, Duration::from_secs(60));
+        assert_eq!(shipped.refresh_ahead, Duration::from_secs(900));
+        assert_eq!(shipped.lock_wait, Duration::from_millis(5000));
+        assert_eq!(shipped.invalidations_per_day, 100);
     }
 }
