@@ -125,6 +125,7 @@ fn check_config(config: Option<PathBuf>) -> Result<(), String> {
 fn store_name(settings: &Settings) -> &'static str {
     match &settings.redis {
         Some(redis) if redis.cluster_urls.is_some() => "redis cluster",
+        Some(redis) if redis.sentinel_urls.is_some() => "redis sentinel",
         Some(_) => "redis",
         None => "in-process (single instance only)",
     }

@@ -34,6 +34,7 @@ mod reconcile;
 mod record;
 mod redis;
 mod refresh;
+mod sentinel;
 mod store;
 mod upstream;
 

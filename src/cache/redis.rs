@@ -1,5 +1,6 @@
 //! The Redis store, through a deadpool-redis connection pool to one Redis server or
-//! to a Redis Cluster.
+//! to a Redis Cluster, or a pool of connections to the master that Redis Sentinel
+//! names (see [`super::sentinel`] for how a failover is followed).
 //!
 //! Every operation is a single command or a Lua script over a single key, so it is
 //! atomic and works unchanged on Redis Cluster: the cluster connection sends it to the
@@ -14,6 +15,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::record::Record;
+use super::sentinel;
 use crate::clock::now_ms;
 use crate::configuration::{RedisSettings, RedisTopology};
 
@@ -103,6 +105,7 @@ return n
 enum Pool {
     Single(deadpool_redis::Pool),
     Cluster(cluster::Pool),
+    Sentinel(sentinel::Pool),
 }
 
 /// A pooled connection of either kind. It is a [`ConnectionLike`], so commands and
@@ -111,6 +114,7 @@ enum Pool {
 enum Connection {
     Single(deadpool_redis::Connection),
     Cluster(cluster::Connection),
+    Sentinel(sentinel::Connection),
 }
 
 impl ConnectionLike for Connection {
@@ -118,6 +122,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -130,6 +135,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -137,6 +143,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -186,6 +193,16 @@ impl RedisStore {
                     .map_err(|e| invalid(&e))?;
                 Pool::Cluster(pool)
             }
+            RedisTopology::Sentinel(topology) => {
+                let manager =
+                    sentinel::Manager::new(&topology, timeout).map_err(|e| invalid(&e))?;
+                let pool = sentinel::Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| invalid(&e))?;
+                Pool::Sentinel(pool)
+            }
         };
         Ok(Self {
             pool,
@@ -216,6 +233,11 @@ impl RedisStore {
                     .get()
                     .await
                     .map(Connection::Cluster)
+                    .map_err(|e| pool_error(&e))?,
+                Pool::Sentinel(pool) => pool
+                    .get()
+                    .await
+                    .map(Connection::Sentinel)
                     .map_err(|e| pool_error(&e))?,
             };
             op(conn).await.map_err(|e| StoreError::Redis(e.to_string()))
@@ -373,6 +395,7 @@ impl RedisStore {
             .run(|c| async move {
                 match c {
                     Connection::Single(mut c) => redis::cmd("PING").query_async(&mut c).await,
+                    Connection::Sentinel(mut c) => redis::cmd("PING").query_async(&mut *c).await,
                     Connection::Cluster(mut c) => {
                         let any_node = RoutingInfo::MultiNode((
                             MultipleNodeRoutingInfo::AllNodes,

@@ -23,7 +23,14 @@ impl fmt::Display for Described {
 }
 
 /// Keys whose values are never shown.
-const SECRET_FIELDS: [&str; 4] = ["secret", "corpsecret", "token", "keys"];
+const SECRET_FIELDS: [&str; 6] = [
+    "secret",
+    "corpsecret",
+    "token",
+    "keys",
+    "sentinel_username",
+    "sentinel_password",
+];
 
 /// Every leaf of the merged layers, sorted by key.
 pub(super) fn describe(raw: &Config, file: Option<&Path>) -> Vec<Described> {
@@ -49,7 +56,9 @@ fn walk(table: &Map<String, Value>, prefix: &str, file: &str, out: &mut Vec<Desc
         let field = key.rsplit('.').next().unwrap_or_default();
         let shown = if SECRET_FIELDS.contains(&field) {
             "***".to_string()
-        } else if key.starts_with("redis.") && (field == "url" || field == "cluster_urls") {
+        } else if key.starts_with("redis.")
+            && matches!(field, "url" | "cluster_urls" | "sentinel_urls")
+        {
             show(value, &mask_password)
         } else {
             show(value, &|s| s.to_string())

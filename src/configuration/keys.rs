@@ -35,6 +35,10 @@ const TABLES: [(&str, &[&str]); 5] = [
         &[
             "url",
             "cluster_urls",
+            "sentinel_urls",
+            "sentinel_master",
+            "sentinel_username",
+            "sentinel_password",
             "key_prefix",
             "pool_size",
             "timeout_ms",

@@ -81,8 +81,9 @@ pub struct ServerSettings {
     pub trusted_proxies: TrustedProxies,
 }
 
-/// Where the shared store lives: one Redis server (`url`) or a Redis Cluster
-/// (`cluster_urls`), exactly one of the two; see [`RedisSettings::topology`].
+/// Where the shared store lives: one Redis server (`url`), a Redis Cluster
+/// (`cluster_urls`) or a master found through Redis Sentinel (`sentinel_urls`),
+/// exactly one of the three; see [`RedisSettings::topology`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
     /// A single Redis server (or anything that speaks to clients like one).
@@ -93,6 +94,22 @@ pub struct RedisSettings {
     /// A list, or one comma-separated string (the environment's form).
     #[serde(default, deserialize_with = "parse::list_or_comma_separated")]
     pub cluster_urls: Option<Vec<Secret>>,
+    /// Redis Sentinels that monitor the master (`sentinel_master`): the store asks
+    /// them where the master is, and again after a failover. The URLs' user, password
+    /// and database are the data nodes' (the master's); the sentinels' own
+    /// credentials are `sentinel_username` and `sentinel_password`. A list, or one
+    /// comma-separated string (the environment's form).
+    #[serde(default, deserialize_with = "parse::list_or_comma_separated")]
+    pub sentinel_urls: Option<Vec<Secret>>,
+    /// The name the sentinels monitor the master under (`sentinel monitor NAME ...`).
+    #[serde(default)]
+    pub sentinel_master: Option<String>,
+    /// The user the sentinels ask for (ACL), if any.
+    #[serde(default)]
+    pub sentinel_username: Option<Secret>,
+    /// The password the sentinels ask for (`requirepass` of the sentinels), if any.
+    #[serde(default)]
+    pub sentinel_password: Option<Secret>,
     pub key_prefix: String,
     pub pool_size: usize,
     /// Bound on connecting to Redis and on each command.
@@ -105,39 +122,76 @@ pub struct RedisSettings {
 pub enum RedisTopology<'a> {
     Single(&'a Secret),
     Cluster(&'a [Secret]),
+    Sentinel(SentinelTopology<'a>),
+}
+
+/// A master found through Redis Sentinel, once checked.
+#[derive(Debug, Clone, Copy)]
+pub struct SentinelTopology<'a> {
+    /// The sentinels' addresses; their user, password and database (the same in
+    /// every URL) are the data nodes'.
+    pub urls: &'a [Secret],
+    /// `redis.sentinel_master`.
+    pub master: &'a str,
+    /// The sentinels' own credentials.
+    pub username: Option<&'a Secret>,
+    pub password: Option<&'a Secret>,
 }
 
 impl RedisSettings {
-    /// Which Redis to use: exactly one of `url` and `cluster_urls` must be set, and
-    /// every URL must be `redis://` or `rediss://`. Messages name the key, never the
-    /// URL, which may carry a password.
+    /// Which Redis to use: exactly one of `url`, `cluster_urls` and `sentinel_urls`
+    /// must be set, and every URL must be `redis://` or `rediss://`. Messages name the
+    /// key, never the URL, which may carry a password.
     pub fn topology(&self) -> Result<RedisTopology<'_>, ConfigError> {
-        // Some(whether it uses TLS) for a Redis URL, None for anything else.
-        let uses_tls = |url: &Secret| {
-            let url = url.expose();
-            if url.starts_with("rediss://") {
-                Some(true)
-            } else {
-                url.starts_with("redis://").then_some(false)
+        let set: Vec<&str> = [
+            ("redis.url", self.url.is_some()),
+            ("redis.cluster_urls", self.cluster_urls.is_some()),
+            ("redis.sentinel_urls", self.sentinel_urls.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if let [first, others @ ..] = set.as_slice() {
+            if !others.is_empty() {
+                let others: Vec<String> = others.iter().map(|k| format!("`{k}`")).collect();
+                return Err(invalid(
+                    *first,
+                    &format!(
+                        "and {} are all set: keep one (a single Redis, the nodes of a Redis \
+                         Cluster, or the sentinels of a master)",
+                        others.join(" and ")
+                    ),
+                ));
             }
-        };
-        match (&self.url, &self.cluster_urls) {
-            (Some(_), Some(_)) => Err(invalid(
+        }
+        if self.sentinel_urls.is_none() {
+            let sentinel_only = [
+                ("redis.sentinel_master", self.sentinel_master.is_some()),
+                ("redis.sentinel_username", self.sentinel_username.is_some()),
+                ("redis.sentinel_password", self.sentinel_password.is_some()),
+            ];
+            if let Some((key, _)) = sentinel_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    *key,
+                    "is only read with `redis.sentinel_urls`, which is not set",
+                ));
+            }
+        }
+        match (&self.url, &self.cluster_urls, &self.sentinel_urls) {
+            (None, None, None) => Err(invalid(
                 "redis.url",
-                "and `redis.cluster_urls` are both set: keep one (a single Redis, or the nodes of a Redis Cluster)",
+                "or `redis.cluster_urls` or `redis.sentinel_urls` must be set in [redis] \
+                 (leave [redis] out for the in-process store)",
             )),
-            (None, None) => Err(invalid(
-                "redis.url",
-                "or `redis.cluster_urls` must be set in [redis] (leave [redis] out for the in-process store)",
-            )),
-            (Some(url), None) => match uses_tls(url) {
+            (_, _, Some(urls)) => self.sentinel_topology(urls),
+            (Some(url), _, _) => match uses_tls(url) {
                 Some(_) => Ok(RedisTopology::Single(url)),
                 None => Err(invalid(
                     "redis.url",
                     "must start with redis:// or rediss://",
                 )),
             },
-            (None, Some(urls)) => {
+            (None, Some(urls), None) => {
                 if urls.is_empty() {
                     return Err(invalid("redis.cluster_urls", "must list at least one node"));
                 }
@@ -168,6 +222,78 @@ impl RedisSettings {
                 Ok(RedisTopology::Cluster(urls))
             }
         }
+    }
+
+    /// `redis.sentinel_urls` and the keys that go with it, checked.
+    fn sentinel_topology<'a>(
+        &'a self,
+        urls: &'a [Secret],
+    ) -> Result<RedisTopology<'a>, ConfigError> {
+        if urls.is_empty() {
+            return Err(invalid(
+                "redis.sentinel_urls",
+                "must list at least one sentinel",
+            ));
+        }
+        let master = match self.sentinel_master.as_deref().map(str::trim) {
+            Some(master) if !master.is_empty() => master,
+            _ => {
+                return Err(invalid(
+                    "redis.sentinel_master",
+                    "is missing: with `redis.sentinel_urls`, name the master as the sentinels \
+                     monitor it (`sentinel monitor NAME ...` in their configuration)",
+                ))
+            }
+        };
+        // The scheme, user, password and database of each URL: the data nodes'
+        // connection, which must be one for all of them.
+        let mut first: Option<(bool, String, Option<String>, String)> = None;
+        for (i, url) in urls.iter().enumerate() {
+            let key = || format!("redis.sentinel_urls[{i}]");
+            let tls = uses_tls(url)
+                .ok_or_else(|| invalid(key(), "must start with redis:// or rediss://"))?;
+            let parsed = url::Url::parse(url.expose())
+                .ok()
+                .filter(url::Url::has_host)
+                .ok_or_else(|| invalid(key(), "is not a URL with a host"))?;
+            let database = parsed.path().trim_matches('/').to_string();
+            if !database.is_empty() && database.parse::<u32>().is_err() {
+                return Err(invalid(key(), "names a database that is not a number"));
+            }
+            let this = (
+                tls,
+                parsed.username().to_string(),
+                parsed.password().map(str::to_string),
+                database,
+            );
+            match &first {
+                None => first = Some(this),
+                Some(first) if *first != this => {
+                    return Err(invalid(
+                        key(),
+                        "differs from `redis.sentinel_urls[0]` in scheme, user, password or \
+                         database: those are the data nodes' connection, one for all the URLs",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(RedisTopology::Sentinel(SentinelTopology {
+            urls,
+            master,
+            username: self.sentinel_username.as_ref(),
+            password: self.sentinel_password.as_ref(),
+        }))
+    }
+}
+
+/// Some(whether it uses TLS) for a Redis URL, None for anything else.
+fn uses_tls(url: &Secret) -> Option<bool> {
+    let url = url.expose();
+    if url.starts_with("rediss://") {
+        Some(true)
+    } else {
+        url.starts_with("redis://").then_some(false)
     }
 }
 

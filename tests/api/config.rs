@@ -459,3 +459,109 @@ fn domain_verification_files_are_checked_and_come_from_the_environment_too() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn sentinel_settings_come_from_the_file_or_the_environment() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        file,
+        "{COMPLETE_APP}\n[redis]\nsentinel_urls = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]\n\
+         sentinel_master = \"mymaster\"\n"
+    )
+    .unwrap();
+    let from_file =
+        wx_jssdk::configuration::Settings::load_with_environment(Some(file.path()), &[], Some(&[]))
+            .expect("the settings load");
+    let env = [
+        ("WXJSSDK__APPS__DEFAULT__APPID", "wx1"),
+        ("WXJSSDK__APPS__DEFAULT__SECRET", "s"),
+        ("WXJSSDK__APPS__DEFAULT__TOKEN", "t"),
+        (
+            "WXJSSDK__REDIS__SENTINEL_URLS",
+            "redis://10.0.0.1:26379, redis://10.0.0.2:26379",
+        ),
+        ("WXJSSDK__REDIS__SENTINEL_MASTER", "mymaster"),
+        ("WXJSSDK__REDIS__SENTINEL_PASSWORD", "sentinel-pw"),
+    ];
+    let from_env = wx_jssdk::configuration::Settings::load_with_environment(None, &[], Some(&env))
+        .expect("the settings load");
+    for (settings, password) in [(from_file, None), (from_env, Some("sentinel-pw"))] {
+        let redis = settings.redis.expect("a [redis] table");
+        match redis.topology() {
+            Ok(wx_jssdk::configuration::RedisTopology::Sentinel(sentinel)) => {
+                let urls: Vec<&str> = sentinel.urls.iter().map(|u| u.expose()).collect();
+                assert_eq!(urls, ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]);
+                assert_eq!(sentinel.master, "mymaster");
+                assert_eq!(sentinel.password.map(|p| p.expose()), password);
+                assert!(sentinel.username.is_none());
+            }
+            other => panic!("not a sentinel topology: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn sentinel_settings_are_refused_by_key_and_never_printed() {
+    let sentinels = "sentinel_urls = [\"redis://:hunter2@127.0.0.1:26379\"]";
+    let cases = [
+        // No master name.
+        (format!("{sentinels}\n"), "redis.sentinel_master"),
+        (
+            format!("{sentinels}\nsentinel_master = \" \"\n"),
+            "redis.sentinel_master",
+        ),
+        // Two topologies.
+        (
+            format!("{sentinels}\nsentinel_master = \"m\"\nurl = \"redis://:hunter2@h:6379\"\n"),
+            "redis.sentinel_urls",
+        ),
+        // Sentinel keys without sentinels.
+        (
+            "url = \"redis://:hunter2@h:6379\"\nsentinel_master = \"m\"\n".to_string(),
+            "redis.sentinel_master",
+        ),
+        (
+            "url = \"redis://h:6379\"\nsentinel_password = \"hunter2\"\n".to_string(),
+            "redis.sentinel_password",
+        ),
+        // The data nodes' connection differs between URLs.
+        (
+            "sentinel_master = \"m\"\nsentinel_urls = [\"redis://:hunter2@h1:26379\", \"redis://:hunter3@h2:26379\"]\n"
+                .to_string(),
+            "redis.sentinel_urls[1]",
+        ),
+        (
+            "sentinel_master = \"m\"\nsentinel_urls = [\"redis://h1:26379\", \"http://:hunter2@h2:26379\"]\n"
+                .to_string(),
+            "redis.sentinel_urls[1]",
+        ),
+        ("sentinel_master = \"m\"\nsentinel_urls = []\n".to_string(), "redis.sentinel_urls"),
+    ];
+    for (redis, key) in cases {
+        let output = run_with_config(&format!("{COMPLETE_APP}\n[redis]\n{redis}"), &[]);
+        assert!(!output.status.success(), "{redis}");
+        let err = stderr(&output);
+        assert!(err.contains(key), "{key} in {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    let toml = format!(
+        "{COMPLETE_APP}\n[redis]\n{sentinels}\nsentinel_master = \"mymaster\"\n\
+         sentinel_username = \"sentinel-user-x\"\nsentinel_password = \"hunter2\"\n"
+    );
+    let output = check_config(&toml, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout).to_string();
+    for expected in [
+        "store: redis sentinel",
+        "redis.sentinel_master = mymaster",
+        "redis.sentinel_password = ***",
+        "redis.sentinel_username = ***",
+        "redis.sentinel_urls = [redis://:***@127.0.0.1:26379]",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in\n{out}");
+    }
+    for secret in ["hunter2", "sentinel-user-x"] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+    }
+}

@@ -175,6 +175,10 @@ async fn redis_store_semantics() {
         RedisStore::new(&RedisSettings {
             url: Some(Secret::new(redis.url())),
             cluster_urls: None,
+            sentinel_urls: None,
+            sentinel_master: None,
+            sentinel_username: None,
+            sentinel_password: None,
             key_prefix: "t".into(),
             pool_size: 2,
             timeout: Duration::from_millis(1000),
