@@ -279,6 +279,187 @@ impl Drop for TestCluster {
     }
 }
 
+/// The master's name the sentinels of a [`TestSentinel`] monitor.
+pub const SENTINEL_MASTER: &str = "wxmaster";
+
+/// A master, its replica (`--replicaof`) and three sentinels that monitor them (quorum
+/// 2, a master down after 1 s): `redis-server`s of our own on free ports, the
+/// sentinels' configuration files (which they rewrite) and every log in a temporary
+/// directory. Every process is killed when dropped.
+pub struct TestSentinel {
+    processes: Mutex<Vec<(u16, Child)>>,
+    pub master_port: u16,
+    pub replica_port: u16,
+    pub sentinel_ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl TestSentinel {
+    /// Starts them all, and returns once the replica is in sync and every sentinel
+    /// knows the replica and the two other sentinels (so that a failover can be
+    /// agreed on).
+    pub fn start() -> Self {
+        let mut ports = distinct_free_ports(5);
+        let sentinel_ports = ports.split_off(2);
+        let setup = Self {
+            processes: Mutex::new(Vec::new()),
+            master_port: ports[0],
+            replica_port: ports[1],
+            sentinel_ports,
+            dir: tempfile::tempdir().expect("a temporary directory for the sentinels"),
+        };
+        let master = setup.master_port.to_string();
+        setup.spawn(setup.master_port, &[]);
+        wait_for_ping(setup.master_port, Some(&setup.log_path(setup.master_port)));
+        setup.spawn(setup.replica_port, &["--replicaof", "127.0.0.1", &master]);
+        wait_for_ping(
+            setup.replica_port,
+            Some(&setup.log_path(setup.replica_port)),
+        );
+        for &port in &setup.sentinel_ports {
+            let config = setup.dir.path().join(format!("sentinel-{port}.conf"));
+            let name = SENTINEL_MASTER;
+            std::fs::write(
+                &config,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {name} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 5000\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    dir = setup.dir.path().display()
+                ),
+            )
+            .expect("a sentinel configuration file");
+            let config = config.to_string_lossy().to_string();
+            setup.spawn(port, &[&config, "--sentinel"]);
+        }
+        for &port in &setup.sentinel_ports {
+            wait_for_ping(port, Some(&setup.log_path(port)));
+        }
+        setup.wait_until_ready();
+        setup
+    }
+
+    fn log_path(&self, port: u16) -> std::path::PathBuf {
+        self.dir.path().join(format!("redis-{port}.log"))
+    }
+
+    /// `redis-server` on `port`: `args` first (a sentinel's configuration file must
+    /// come first), then a data node's settings unless it is a sentinel.
+    fn spawn(&self, port: u16, args: &[&str]) {
+        let log = std::fs::File::create(self.log_path(port)).expect("a log file");
+        let mut command = Command::new("redis-server");
+        command.current_dir(self.dir.path()).args(args);
+        if !args.contains(&"--sentinel") {
+            command
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"]);
+        }
+        let child = command
+            .stdout(Stdio::from(log.try_clone().expect("a log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}", missing_redis("redis-server", e)));
+        self.processes.lock().unwrap().push((port, child));
+    }
+
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let connect = |port: u16| {
+            redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|c| c.get_connection())
+        };
+        let mut last = String::new();
+        while !last.contains("master_link_status:up") {
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync:\n{last}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            last = connect(self.replica_port)
+                .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
+                .unwrap_or_else(|e| e.to_string());
+        }
+        for &port in &self.sentinel_ports {
+            loop {
+                let master: redis::RedisResult<std::collections::HashMap<String, String>> =
+                    connect(port).and_then(|mut c| {
+                        redis::cmd("SENTINEL")
+                            .arg("MASTER")
+                            .arg(SENTINEL_MASTER)
+                            .query(&mut c)
+                    });
+                let count = |field: &str| {
+                    let master = master.as_ref().ok()?;
+                    master.get(field)?.parse::<u32>().ok()
+                };
+                if count("num-slaves") == Some(1) && count("num-other-sentinels") == Some(2) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the sentinel on port {port} does not know the replica and the other \
+                     sentinels within 30 s: {master:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// SIGKILLs the master.
+    pub fn kill_master(&self) {
+        let mut processes = self.processes.lock().unwrap();
+        if let Some((_, child)) = processes.iter_mut().find(|(p, _)| *p == self.master_port) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The master's port as the sentinel on `sentinel_port` names it.
+    pub async fn master_named_by(&self, sentinel_port: u16) -> Option<u16> {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{sentinel_port}"))
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(SENTINEL_MASTER)
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        Some(port)
+    }
+
+    /// The sentinel URLs the service is configured with.
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinel_ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// A direct connection to the data node on `port`.
+    pub async fn node(&self, port: u16) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .expect("valid redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to a data node")
+    }
+}
+
+impl Drop for TestSentinel {
+    fn drop(&mut self) {
+        let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, mut child) in processes.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// What a test needs the service to do differently from the configuration it ships
 /// with. Everything not asked for here runs with the shipped default: the service is
 /// configured through the same loader as `wx-jssdk` (see [`shipped_settings_with`]), so

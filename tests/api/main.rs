@@ -22,6 +22,7 @@ mod ops;
 mod public;
 mod reissue;
 mod schedule;
+mod sentinel;
 mod store;
 mod trust;
 mod upstream;
