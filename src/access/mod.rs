@@ -37,9 +37,19 @@ struct Entry<T> {
 }
 
 impl<T> Entry<T> {
-    fn new(raw: String, parse: impl FnOnce(&str) -> Result<T, &'static str>) -> Self {
-        let parsed = parse(&raw);
-        Self { raw, parsed }
+    /// Every entry of a configured list, each kept as written beside what `parse`
+    /// makes of it.
+    fn all<S: Into<String>>(
+        raw: impl IntoIterator<Item = S>,
+        parse: fn(&str) -> Result<T, &'static str>,
+    ) -> Vec<Self> {
+        raw.into_iter()
+            .map(|raw| {
+                let raw = raw.into();
+                let parsed = parse(&raw);
+                Self { raw, parsed }
+            })
+            .collect()
     }
 }
 
@@ -77,12 +87,7 @@ enum HostPattern {
 
 impl AllowedDomains {
     pub fn new<S: Into<String>>(patterns: impl IntoIterator<Item = S>) -> Self {
-        Self(
-            patterns
-                .into_iter()
-                .map(|p| Entry::new(p.into(), parse_host_pattern))
-                .collect(),
-        )
+        Self(Entry::all(patterns, parse_host_pattern))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -174,12 +179,7 @@ enum OriginRule {
 
 impl CorsOrigins {
     pub fn new<S: Into<String>>(origins: impl IntoIterator<Item = S>) -> Self {
-        Self(
-            origins
-                .into_iter()
-                .map(|o| Entry::new(o.into(), parse_origin))
-                .collect(),
-        )
+        Self(Entry::all(origins, parse_origin))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -20,12 +20,7 @@ pub struct TrustedProxies(Vec<Entry<IpNet>>);
 
 impl TrustedProxies {
     pub fn new<S: Into<String>>(entries: impl IntoIterator<Item = S>) -> Self {
-        Self(
-            entries
-                .into_iter()
-                .map(|e| Entry::new(e.into(), parse_network))
-                .collect(),
-        )
+        Self(Entry::all(entries, parse_network))
     }
 
     /// The first entry that is neither an address nor a CIDR.
