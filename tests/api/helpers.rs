@@ -117,28 +117,51 @@ fn wait_for_ping(port: u16, log: Option<&Path>) {
     panic!("redis-server on port {port} did not answer PING within 10 s\n{log}");
 }
 
-/// A local Redis Cluster of three primaries without replicas: `redis-server`s of our
-/// own on free ports, their state and logs in a temporary directory, joined with
+/// A local Redis Cluster of three primaries, without replicas ([`TestCluster::start`])
+/// or with one replica each ([`TestCluster::start_with_replicas`]): `redis-server`s of
+/// our own on free ports, their state and logs in a temporary directory, joined with
 /// `redis-cli --cluster create`. Every node is killed when dropped.
 pub struct TestCluster {
     nodes: Mutex<Vec<Child>>,
+    /// Every node's port, primaries and replicas alike, in the order they were started.
     pub ports: Vec<u16>,
+    /// Replicas per primary: 0 or 1.
+    replicas: usize,
     dir: tempfile::TempDir,
 }
 
-const CLUSTER_NODES: usize = 3;
+const CLUSTER_PRIMARIES: usize = 3;
+
+/// `cluster-node-timeout` of a cluster with replicas: a primary unreachable this long
+/// is marked failed and its replica takes over (Redis's default is 15 s).
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
 
 impl TestCluster {
-    /// Starts the nodes, joins them, and returns once every node reports
-    /// `cluster_state:ok` (all 16384 slots served).
+    /// Starts three primaries without replicas, joins them, and returns once every
+    /// node reports `cluster_state:ok` (all 16384 slots served). A node that stops
+    /// answering is only marked failed after Redis's default `cluster-node-timeout`
+    /// (15 s), so a test may hang one for a few seconds without a failover.
     pub fn start() -> Self {
+        Self::start_with(0)
+    }
+
+    /// Starts three primaries and a replica of each ([`CLUSTER_NODE_TIMEOUT_MS`]: a
+    /// primary that dies is replaced by its replica within a few seconds), and returns
+    /// once every node reports `cluster_state:ok` and every replica is in sync.
+    pub fn start_with_replicas() -> Self {
+        Self::start_with(1)
+    }
+
+    fn start_with(replicas: usize) -> Self {
+        let count = CLUSTER_PRIMARIES * (1 + replicas);
         // Each node also needs a free port for the cluster bus (the default, port +
         // 10000, may be taken or out of range).
-        let mut ports = distinct_free_ports(2 * CLUSTER_NODES);
-        let bus_ports = ports.split_off(CLUSTER_NODES);
+        let mut ports = distinct_free_ports(2 * count);
+        let bus_ports = ports.split_off(count);
         let cluster = Self {
             nodes: Mutex::new(Vec::new()),
             ports,
+            replicas,
             dir: tempfile::tempdir().expect("a temporary directory for the cluster"),
         };
         for (&port, &bus_port) in cluster.ports.iter().zip(&bus_ports) {
@@ -159,7 +182,8 @@ impl TestCluster {
     fn start_node(&self, port: u16, bus_port: u16) {
         let dir = self.dir.path();
         let log = std::fs::File::create(self.log_path(port)).expect("a node log file");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .current_dir(dir)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -172,7 +196,18 @@ impl TestCluster {
             .arg(dir.join(format!("nodes-{port}.conf")))
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir)
+            .arg(dir);
+        if self.replicas > 0 {
+            // A replica takes over however stale its data (it streams from its primary
+            // continuously here).
+            command
+                .args([
+                    "--cluster-node-timeout",
+                    &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                ])
+                .args(["--cluster-replica-validity-factor", "0"]);
+        }
+        let child = command
             .stdout(Stdio::from(log.try_clone().expect("a node log file")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -185,7 +220,8 @@ impl TestCluster {
         let mut command = Command::new("redis-cli");
         command.arg("--cluster").arg("create");
         command.args(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
-        command.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let replicas = self.replicas.to_string();
+        command.args(["--cluster-replicas", &replicas, "--cluster-yes"]);
         let output = run_bounded(&mut command, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{}", missing_redis("redis-cli", e)));
         assert!(
@@ -213,6 +249,23 @@ impl TestCluster {
                     .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
                     .unwrap_or_else(|e| e.to_string());
             }
+            // A replica is only worth a failover once it holds its primary's data.
+            loop {
+                let replication: String = client
+                    .get_connection()
+                    .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
+                    .unwrap_or_else(|e| e.to_string());
+                if replication.contains("role:master")
+                    || replication.contains("master_link_status:up")
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the replica on port {port} did not sync within 20 s:\n{replication}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -226,6 +279,75 @@ impl TestCluster {
         let mut nodes = self.nodes.lock().unwrap();
         let _ = nodes[index].kill();
         let _ = nodes[index].wait();
+    }
+
+    /// `CLUSTER NODES` as the node on `asked` sees the cluster: (port, flags, primary's
+    /// id or "-", id, slot ranges) of every node.
+    async fn nodes_seen_by(&self, asked: u16) -> Vec<NodeLine> {
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.node(asked).await)
+            .await
+            .expect("CLUSTER NODES");
+        text.lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = fields
+                    .get(1)?
+                    .split(['@', ','])
+                    .next()?
+                    .rsplit(':')
+                    .next()?;
+                Some(NodeLine {
+                    id: fields[0].to_string(),
+                    port: port.parse().ok()?,
+                    flags: fields.get(2)?.to_string(),
+                    primary: fields.get(3)?.to_string(),
+                    slots: fields.iter().skip(8).map(|s| s.to_string()).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The port of the primary that serves `slot`, as the node on `asked` sees it.
+    pub async fn primary_of_slot(&self, slot: u16, asked: u16) -> Option<u16> {
+        let serves = |range: &String| {
+            let mut bounds = range.split('-').map(|b| b.parse::<u16>().ok());
+            match (bounds.next().flatten(), bounds.next()) {
+                (Some(first), Some(Some(last))) => (first..=last).contains(&slot),
+                (Some(only), None) => only == slot,
+                _ => false,
+            }
+        };
+        self.nodes_seen_by(asked)
+            .await
+            .into_iter()
+            .find(|n| n.flags.contains("master") && n.slots.iter().any(serves))
+            .map(|n| n.port)
+    }
+
+    /// The port of the replica of the primary on `primary`.
+    pub async fn replica_of(&self, primary: u16) -> u16 {
+        let nodes = self.nodes_seen_by(primary).await;
+        let id = &nodes
+            .iter()
+            .find(|n| n.port == primary)
+            .expect("the primary")
+            .id;
+        nodes
+            .iter()
+            .find(|n| &n.primary == id)
+            .map(|n| n.port)
+            .expect("a replica of the primary")
+    }
+
+    /// The first field of `ROLE` on the node on `port`: `master` or `slave`.
+    pub async fn role(&self, port: u16) -> String {
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut self.node(port).await)
+            .await
+            .expect("ROLE");
+        redis::from_redis_value(role[0].clone()).expect("a role name")
     }
 
     /// The seed URLs the service is configured with.
@@ -263,6 +385,15 @@ impl TestCluster {
             .await
             .expect("CLUSTER KEYSLOT")
     }
+}
+
+/// One line of `CLUSTER NODES`.
+struct NodeLine {
+    id: String,
+    port: u16,
+    flags: String,
+    primary: String,
+    slots: Vec<String>,
 }
 
 impl Drop for TestCluster {
@@ -469,6 +600,9 @@ pub struct Options {
     pub with_redis: bool,
     /// With `with_redis`: a local three-node Redis Cluster instead of one redis-server.
     pub redis_cluster: bool,
+    /// With `redis_cluster`: a replica of each primary, ready to take over
+    /// ([`TestCluster::start_with_replicas`]).
+    pub cluster_replicas: bool,
     /// More official accounts: (name, appid).
     pub extra_apps: Vec<(&'static str, &'static str)>,
     /// WeChat Work apps: (name, corpid, agentid).
@@ -499,6 +633,7 @@ impl Default for Options {
         Self {
             with_redis: true,
             redis_cluster: false,
+            cluster_replicas: false,
             extra_apps: Vec::new(),
             work_apps: Vec::new(),
             allowed_domains: Vec::new(),
@@ -622,7 +757,13 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let with = |cluster: bool| options.with_redis && options.redis_cluster == cluster;
     let redis = with(false).then(|| Arc::new(TestRedis::start()));
-    let cluster = with(true).then(|| Arc::new(TestCluster::start()));
+    let cluster = with(true).then(|| {
+        Arc::new(if options.cluster_replicas {
+            TestCluster::start_with_replicas()
+        } else {
+            TestCluster::start()
+        })
+    });
     let (sandbox, sandbox_url) = start_sandbox();
     start(sandbox, sandbox_url, redis, cluster, Arc::new(options))
 }
@@ -878,6 +1019,91 @@ pub async fn cold_burst_on_two_instances(first: &TestApp) -> TestApp {
     let calls = first.sandbox.calls();
     assert_eq!((calls.stable_token, calls.getticket), (1, 1), "{calls:?}");
     second
+}
+
+/// Signs on every instance (each answer checked: 200 and a valid signature) until
+/// `probe` can write `probe_key` again after a server was killed at `killed`; fails
+/// after 30 s. Returns when the write succeeded, since `killed`, and how many
+/// signatures were made meanwhile.
+pub async fn sign_until_written(
+    instances: &[&TestApp],
+    probe: &wx_jssdk::cache::Store,
+    probe_key: &str,
+    killed: Instant,
+) -> (Duration, usize) {
+    let mut signed = 0;
+    loop {
+        let answers = futures_util::future::join_all(
+            instances
+                .iter()
+                .map(|instance| instance.sign_and_check("https://page.example.com/")),
+        )
+        .await;
+        signed += answers.len();
+        if probe
+            .set(probe_key, "after", Duration::from_secs(60))
+            .await
+            .is_ok()
+        {
+            return (killed.elapsed(), signed);
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no write succeeded within 30 s of the kill"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a failover to the server behind `new_primary`: a renewal there, and a cold
+/// instance. The ticket at `key` is invalidated through `first` (an admin key of
+/// `admin_key`), a warm instance whose pool held connections to the dead server, and
+/// replaced with exactly one WeChat call (`calls`: the counts before); every instance
+/// then signs with it, and a cold instance started now reads it from the store.
+pub async fn renew_and_start_cold_after_failover(
+    first: &TestApp,
+    instances: &[&TestApp],
+    new_primary: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    admin_key: &str,
+    calls: wx_sandbox::CallCounts,
+) {
+    use redis::AsyncCommands;
+
+    let old: String = new_primary.get(key).await.unwrap();
+    let old: serde_json::Value = serde_json::from_str(&old).unwrap();
+    let response = first
+        .invalidate(
+            "default",
+            "jsapi_ticket",
+            serde_json::json!({ "ticket": old["value"] }),
+            admin_key,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let renewed = first.sandbox.calls();
+    assert_eq!(
+        renewed.getticket,
+        calls.getticket + 1,
+        "one ticket call: {renewed:?}"
+    );
+    let current = first.sandbox.current_ticket(APPID).expect("a ticket");
+    let stored: String = new_primary.get(key).await.unwrap();
+    assert!(
+        stored.contains(&current),
+        "the new primary holds the new ticket"
+    );
+    for instance in instances {
+        instance.sign_and_check("https://page.example.com/").await;
+    }
+    let cold = first.spawn_instance();
+    assert_eq!(cold.get("/readyz").await.status(), 200);
+    cold.sign_and_check("https://page.example.com/cold").await;
+    assert_eq!(
+        first.sandbox.calls(),
+        renewed,
+        "the cold instance read the store"
+    );
 }
 
 /// Whether a `wx.config` answer for `page_url`, asked for at `sent`, passes WeChat's

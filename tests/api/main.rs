@@ -8,6 +8,7 @@ mod access_config;
 mod admin;
 mod cache;
 mod cluster;
+mod cluster_failover;
 mod config;
 mod deployment;
 mod dev;

@@ -5,13 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use redis::AsyncCommands;
 use wx_jssdk::cache::{RedisStore, Store};
 
 use crate::helpers::{
-    shipped_settings_with, spawn_app_with, Options, Service, TestSentinel, APPID, SECRET,
-    SENTINEL_MASTER, SERVER_TOKEN,
+    renew_and_start_cold_after_failover, shipped_settings_with, sign_until_written, spawn_app_with,
+    Options, TestSentinel, APPID, SECRET, SENTINEL_MASTER, SERVER_TOKEN,
 };
 
 const ADMIN_KEY: &str = "sentinel-admin-key-0123456789";
@@ -68,28 +67,7 @@ async fn after_a_failover_the_instances_write_to_the_new_master_without_a_restar
     let killed = Instant::now();
     // Every instance keeps signing (from its copy in memory) until the store writes
     // again, now to the promoted replica.
-    let mut signed = 0;
-    let written = loop {
-        let answers = join_all(
-            instances
-                .iter()
-                .map(|instance| instance.sign_and_check("https://page.example.com/")),
-        )
-        .await;
-        signed += answers.len();
-        if probe
-            .set("probe", "after", Duration::from_secs(60))
-            .await
-            .is_ok()
-        {
-            break killed.elapsed();
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(30),
-            "no write succeeded within 30 s of the kill"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (written, signed) = sign_until_written(&instances, &probe, "probe", killed).await;
     println!(
         "sentinel failover: first successful write {:.2} s after the master was killed \
          ({signed} signatures meanwhile, all 200)",
@@ -115,42 +93,14 @@ async fn after_a_failover_the_instances_write_to_the_new_master_without_a_restar
         "no WeChat call for the failover"
     );
 
-    // A renewal on the new master: the ticket is invalidated through a warm instance
-    // (whose pool held connections to the dead master) and replaced with one call.
-    let old: String = new_master.get(&key).await.unwrap();
-    let old: serde_json::Value = serde_json::from_str(&old).unwrap();
-    let response = first
-        .invalidate(
-            "default",
-            "jsapi_ticket",
-            serde_json::json!({ "ticket": old["value"] }),
-            ADMIN_KEY,
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let renewed = first.sandbox.calls();
-    assert_eq!(
-        renewed.getticket,
-        calls.getticket + 1,
-        "one ticket call: {renewed:?}"
-    );
-    let current = first.sandbox.current_ticket(APPID).expect("a ticket");
-    let stored: String = new_master.get(&key).await.unwrap();
-    assert!(
-        stored.contains(&current),
-        "the new master holds the new ticket"
-    );
-    for instance in instances {
-        instance.sign_and_check("https://page.example.com/").await;
-    }
-
-    // A cold instance started after the failover finds the new master.
-    let cold = first.spawn_instance();
-    assert_eq!(cold.get("/readyz").await.status(), 200);
-    cold.sign_and_check("https://page.example.com/cold").await;
-    assert_eq!(
-        first.sandbox.calls(),
-        renewed,
-        "the cold instance read the store"
-    );
+    // A renewal on the new master, and a cold instance started after the failover.
+    renew_and_start_cold_after_failover(
+        &first,
+        &instances,
+        &mut new_master,
+        &key,
+        ADMIN_KEY,
+        calls,
+    )
+    .await;
 }
