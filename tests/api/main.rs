@@ -24,6 +24,7 @@ mod reissue;
 mod schedule;
 mod sentinel;
 mod store;
+mod tls;
 mod trust;
 mod upstream;
 mod verify;
