@@ -9,6 +9,7 @@ mod admin;
 mod cache;
 mod cluster;
 mod config;
+mod credentials;
 mod deployment;
 mod dev;
 mod domains;

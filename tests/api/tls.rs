@@ -9,7 +9,7 @@ use wx_jssdk::cache::{RedisStore, Store, StoreError};
 use wx_jssdk::configuration::{RedisSettings, Settings};
 
 use crate::common::free_port;
-use crate::config::{run_with_config, stderr, COMPLETE_APP};
+use crate::config::{check_config, run_with_config, stderr, COMPLETE_APP};
 use crate::store::{check_semantics, single_redis};
 
 /// Runs `openssl` with `args` in `dir`; panics saying how to get it when it is missing.
@@ -116,30 +116,21 @@ impl Certificates {
     }
 }
 
-/// A `redis-server` that only speaks TLS, with the server certificate of `certs`;
-/// with `client_certificates`, it asks clients for a certificate of the CA.
-struct TlsRedis {
+/// A `redis-server` of a test's own with the options a test needs (TLS, passwords),
+/// logging to `log`; killed when dropped.
+pub struct RedisProcess {
     child: Child,
-    port: u16,
-    certs: Certificates,
+    pub port: u16,
 }
 
-impl TlsRedis {
-    fn start(client_certificates: bool) -> Self {
-        let certs = Certificates::make();
-        let port = free_port();
-        let log = certs.path("redis.log");
-        let path = |name: &str| certs.path(name).display().to_string();
+impl RedisProcess {
+    /// Starts `redis-server` with `options` (which say where it listens on `port`) and
+    /// waits, bounded, until it listens: a plain client cannot PING a TLS port or a
+    /// server that wants a password, so this waits for the port.
+    pub fn start(port: u16, options: &[&str], log: &Path) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(options)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--tls-cert-file", &path("server.crt")])
-            .args(["--tls-key-file", &path("server.key")])
-            .args(["--tls-ca-cert-file", &path("ca.crt")])
-            .args([
-                "--tls-auth-clients",
-                if client_certificates { "yes" } else { "no" },
-            ])
             .args(["--logfile", &log.display().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -147,42 +138,69 @@ impl TlsRedis {
             .unwrap_or_else(|e| {
                 panic!("cannot run redis-server ({e}): install it, e.g. `apt-get install -y redis-server`")
             });
-        let mut redis = Self { child, port, certs };
-        redis.wait_until_listening(&log);
-        redis
-    }
-
-    /// Bounded; a plain client cannot PING a TLS port, so this waits for the port.
-    fn wait_until_listening(&mut self, log: &Path) {
+        let mut redis = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                panic!("redis-server {options:?} exited ({status})\n{}", log());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "redis-server with TLS exited ({status}); is it built with TLS?\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server {options:?} did not listen on {port} within 10 s\n{}",
+                log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "redis-server with TLS did not listen on {} within 10 s\n{}",
-            self.port,
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-
-    fn url(&self, host: &str) -> String {
-        format!("rediss://{host}:{}/0", self.port)
+        redis
     }
 }
 
-impl Drop for TlsRedis {
+impl Drop for RedisProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` that only speaks TLS, with the server certificate of `certs`;
+/// with `client_certificates`, it asks clients for a certificate of the CA.
+struct TlsRedis {
+    process: RedisProcess,
+    certs: Certificates,
+}
+
+impl TlsRedis {
+    fn start(client_certificates: bool) -> Self {
+        let certs = Certificates::make();
+        let port = free_port();
+        let path = |name: &str| certs.path(name).display().to_string();
+        let (port_option, cert, key, ca) = (
+            port.to_string(),
+            path("server.crt"),
+            path("server.key"),
+            path("ca.crt"),
+        );
+        let options = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port_option,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            if client_certificates { "yes" } else { "no" },
+        ];
+        let process = RedisProcess::start(port, &options, &certs.path("redis.log"));
+        Self { process, certs }
+    }
+
+    fn url(&self, host: &str) -> String {
+        format!("rediss://{host}:{}/0", self.process.port)
     }
 }
 
@@ -197,7 +215,7 @@ fn settings(url: String) -> RedisSettings {
 
 /// The first operation's error, which must come well before the timeout: a refused
 /// handshake is an answer, not a hang.
-async fn refused(store: &Store) -> String {
+pub async fn refused(store: &Store) -> String {
     let started = Instant::now();
     let error = store
         .get("k")
@@ -235,7 +253,11 @@ async fn rediss_with_the_private_ca_reads_and_writes_and_without_it_is_refused()
 
     // Nor does a plain connection get through to a TLS port.
     let store = Store::Redis(
-        RedisStore::new(&settings(format!("redis://127.0.0.1:{}/0", redis.port))).unwrap(),
+        RedisStore::new(&settings(format!(
+            "redis://127.0.0.1:{}/0",
+            redis.process.port
+        )))
+        .unwrap(),
     );
     assert!(store.get("k").await.is_err());
 }
@@ -328,5 +350,36 @@ fn tls_files_that_cannot_be_used_stop_startup_naming_the_key() {
         stderr(&output).contains("redis.tls_ca_file"),
         "{}",
         stderr(&output)
+    );
+}
+
+/// The environment's form of a managed Redis: `check-config` shows the URL without
+/// its user and password, and the files by path.
+#[test]
+fn check_config_shows_tls_settings_from_the_environment_and_no_credentials() {
+    let certs = Certificates::make();
+    let ca = certs.path("ca.crt").display().to_string();
+    let output = check_config(
+        COMPLETE_APP,
+        &[
+            (
+                "WXJSSDK__REDIS__URL",
+                "rediss://wxjssdk:acl-hunter2@r-example.redis.rds.aliyuncs.com:6380/0",
+            ),
+            ("WXJSSDK__REDIS__TLS_CA_FILE", &ca),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout).to_string();
+    for expected in [
+        "redis.url = rediss://:***@r-example.redis.rds.aliyuncs.com:6380/0  # environment"
+            .to_string(),
+        format!("redis.tls_ca_file = {ca}  # environment"),
+    ] {
+        assert!(out.contains(&expected), "{expected:?} in\n{out}");
+    }
+    assert!(
+        !out.contains("acl-hunter2") && !out.contains("wxjssdk:"),
+        "{out}"
     );
 }
