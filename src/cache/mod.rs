@@ -36,6 +36,7 @@ mod redis;
 mod refresh;
 mod sentinel;
 mod store;
+mod tls;
 mod upstream;
 
 use std::sync::Arc;

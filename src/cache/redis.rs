@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{cluster, Config, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{cluster, PoolConfig, Runtime, Timeouts};
 use redis::aio::ConnectionLike;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::record::Record;
-use super::sentinel;
+use super::{sentinel, tls};
 use crate::clock::now_ms;
 use crate::configuration::{RedisSettings, RedisTopology};
 
@@ -175,12 +175,16 @@ impl RedisStore {
         let invalid =
             |e: &dyn std::fmt::Display| StoreError::Redis(format!("invalid redis settings: {e}"));
         let topology = settings.topology().map_err(|e| invalid(&e))?;
+        let tls = settings.tls().map_err(|e| invalid(&e))?;
         let pool = match topology {
             RedisTopology::Single(url) => {
-                let mut config = Config::from_url(url.expose());
-                config.pool = Some(pool_config);
-                let pool = config
-                    .create_pool(Some(Runtime::Tokio1))
+                let info =
+                    tls::connection_info(url.expose(), tls.as_ref()).map_err(|e| invalid(&e))?;
+                let manager = deadpool_redis::Manager::new(info).map_err(|e| invalid(&e))?;
+                let pool = deadpool_redis::Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(Runtime::Tokio1)
+                    .build()
                     .map_err(|e| invalid(&e))?;
                 Pool::Single(pool)
             }
@@ -194,8 +198,8 @@ impl RedisStore {
                 Pool::Cluster(pool)
             }
             RedisTopology::Sentinel(topology) => {
-                let manager =
-                    sentinel::Manager::new(&topology, timeout).map_err(|e| invalid(&e))?;
+                let manager = sentinel::Manager::new(&topology, tls.as_ref(), timeout)
+                    .map_err(|e| invalid(&e))?;
                 let pool = sentinel::Pool::builder(manager)
                     .config(pool_config)
                     .runtime(Runtime::Tokio1)

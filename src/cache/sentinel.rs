@@ -31,7 +31,7 @@ use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType}
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError, RedisResult, Role, TlsMode};
 use tokio::sync::Mutex;
 
-use crate::configuration::SentinelTopology;
+use crate::configuration::{RedisTls, SentinelTopology};
 
 pub(super) type Pool = managed::Pool<Manager>;
 pub(super) type Connection = managed::Object<Manager>;
@@ -45,7 +45,11 @@ pub(super) struct Manager {
 impl Manager {
     /// A manager for `topology`, each connection (and the wait for each answer on it)
     /// bounded by `timeout`. Fails on URLs the client cannot use.
-    pub(super) fn new(topology: &SentinelTopology<'_>, timeout: Duration) -> RedisResult<Self> {
+    pub(super) fn new(
+        topology: &SentinelTopology<'_>,
+        tls: Option<&RedisTls>,
+        timeout: Duration,
+    ) -> RedisResult<Self> {
         let infos = topology
             .urls
             .iter()
@@ -68,6 +72,14 @@ impl Manager {
             if topology.urls[0].expose().starts_with("rediss://") {
                 builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
             }
+        }
+        // One CA (and client certificate) for the sentinels and the data nodes: a
+        // managed Redis signs both with the same.
+        if let Some(tls) = tls {
+            let certificates = super::tls::certificates(tls);
+            builder = builder
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_certificates(certificates);
         }
         if let Some(username) = topology.username {
             builder = builder.set_client_to_sentinel_username(username.expose());

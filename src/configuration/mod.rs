@@ -5,10 +5,11 @@
 //! misconfigured instance never starts serving.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map};
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
 use crate::access::{AllowedDomains, CorsOrigins, TrustedProxies};
@@ -110,6 +111,18 @@ pub struct RedisSettings {
     /// The password the sentinels ask for (`requirepass` of the sentinels), if any.
     #[serde(default)]
     pub sentinel_password: Option<Secret>,
+    /// A PEM file of the CA certificate(s) that signed the Redis servers' certificates
+    /// (the private CA of a managed Redis). Set: `rediss://` servers (and sentinels)
+    /// are verified against it instead of the public roots built in. Read at start-up.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A PEM file of the client certificate (chain) to present to servers that ask for
+    /// one (`tls-auth-clients yes`); with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// A PEM file of the private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     pub key_prefix: String,
     pub pool_size: usize,
     /// Bound on connecting to Redis and on each command.
@@ -285,6 +298,111 @@ impl RedisSettings {
             password: self.sentinel_password.as_ref(),
         }))
     }
+}
+
+/// The files `redis.tls_ca_file`, `redis.tls_cert_file` and `redis.tls_key_file`
+/// name, read and checked to hold PEM of the right kind. Not `Debug`: the key is a
+/// secret.
+pub struct RedisTls {
+    /// The CA certificates to verify the servers with; none: the public roots.
+    pub ca: Option<Vec<u8>>,
+    /// The client certificate chain and its private key, both PEM.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisSettings {
+    /// The TLS files, read; `None` when none is set. Each problem (a file missing or
+    /// unreadable, or without PEM of its kind, a key without its certificate, TLS
+    /// files for `redis://` URLs) names its key.
+    pub fn tls(&self) -> Result<Option<RedisTls>, ConfigError> {
+        let files = [
+            ("redis.tls_ca_file", &self.tls_ca_file),
+            ("redis.tls_cert_file", &self.tls_cert_file),
+            ("redis.tls_key_file", &self.tls_key_file),
+        ];
+        let Some((first_set, _)) = files.iter().find(|(_, file)| file.is_some()) else {
+            return Ok(None);
+        };
+        let urls_use_tls = match self.topology()? {
+            RedisTopology::Single(url) => uses_tls(url),
+            RedisTopology::Cluster(_) => {
+                return Err(invalid(
+                    *first_set,
+                    "is not supported with `redis.cluster_urls` yet (the cluster pool cannot \
+                     take certificates): a cluster whose certificates a public CA signed \
+                     works with rediss:// URLs alone",
+                ))
+            }
+            RedisTopology::Sentinel(topology) => uses_tls(&topology.urls[0]),
+        };
+        if urls_use_tls != Some(true) {
+            return Err(invalid(
+                *first_set,
+                "is only read with rediss:// (TLS) URLs, and the Redis URLs are redis://",
+            ));
+        }
+        let ca = match &self.tls_ca_file {
+            Some(path) => Some(read_pem(
+                "redis.tls_ca_file",
+                path,
+                "PEM certificate",
+                has_certificate,
+            )?),
+            None => None,
+        };
+        let client = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((
+                read_pem(
+                    "redis.tls_cert_file",
+                    cert,
+                    "PEM certificate",
+                    has_certificate,
+                )?,
+                read_pem("redis.tls_key_file", key, "PEM private key", |pem| {
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(pem).is_ok()
+                })?,
+            )),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "redis.tls_key_file",
+                    "is missing: `redis.tls_cert_file` needs the file of its private key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "redis.tls_cert_file",
+                    "is missing: `redis.tls_key_file` needs the file of its certificate",
+                ))
+            }
+        };
+        Ok(Some(RedisTls { ca, client }))
+    }
+}
+
+/// Whether `pem` holds at least one certificate, and nothing unreadable.
+fn has_certificate(pem: &[u8]) -> bool {
+    let certificates: Result<Vec<_>, _> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect();
+    certificates.is_ok_and(|c| !c.is_empty())
+}
+
+/// The file at `path`, if it can be read and `holds` what it must (`what`).
+fn read_pem(
+    key: &str,
+    path: &Path,
+    what: &str,
+    holds: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(key, &format!("cannot be read ({}): {e}", path.display())))?;
+    if !holds(&pem) {
+        return Err(invalid(
+            key,
+            &format!("({}) holds no {what}", path.display()),
+        ));
+    }
+    Ok(pem)
 }
 
 /// Some(whether it uses TLS) for a Redis URL, None for anything else.

@@ -38,6 +38,7 @@ impl Settings {
         }
         if let Some(redis) = &self.redis {
             redis.topology()?;
+            redis.tls()?;
             if redis.pool_size == 0 {
                 return Err(invalid("redis.pool_size", "must be at least 1"));
             }

@@ -13,7 +13,7 @@ pub fn run_with_config(toml: &str, env: &[(&str, &str)]) -> Output {
 }
 
 /// Runs `wx-jssdk check-config` on `toml` with `env`.
-fn check_config(toml: &str, env: &[(&str, &str)]) -> Output {
+pub fn check_config(toml: &str, env: &[(&str, &str)]) -> Output {
     run_binary(&["check-config"], toml, env)
 }
 

@@ -168,23 +168,28 @@ async fn check_tombstones(store: &Store, now: u64) {
     assert_eq!(store.get("plain").await.unwrap(), None);
 }
 
+/// Settings of a store on the one Redis at `url`, and nothing else.
+pub fn single_redis(url: String) -> RedisSettings {
+    RedisSettings {
+        url: Some(Secret::new(url)),
+        cluster_urls: None,
+        sentinel_urls: None,
+        sentinel_master: None,
+        sentinel_username: None,
+        sentinel_password: None,
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+        key_prefix: "t".into(),
+        pool_size: 2,
+        timeout: Duration::from_millis(1000),
+    }
+}
+
 #[actix_web::test]
 async fn redis_store_semantics() {
     let redis = TestRedis::start();
-    let store = Store::Redis(
-        RedisStore::new(&RedisSettings {
-            url: Some(Secret::new(redis.url())),
-            cluster_urls: None,
-            sentinel_urls: None,
-            sentinel_master: None,
-            sentinel_username: None,
-            sentinel_password: None,
-            key_prefix: "t".into(),
-            pool_size: 2,
-            timeout: Duration::from_millis(1000),
-        })
-        .unwrap(),
-    );
+    let store = Store::Redis(RedisStore::new(&single_redis(redis.url())).unwrap());
     check_semantics(&store).await;
 }
 
