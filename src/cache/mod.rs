@@ -23,6 +23,7 @@
 
 mod backoff;
 mod budget;
+mod cluster;
 mod invalidation;
 mod jobs;
 mod keys;
@@ -160,6 +161,24 @@ impl CredentialCache {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether the store can serve the apps of `ids` (their cache ids): the access
+    /// token key of each, which lives in the app's slot on a Redis Cluster, is read,
+    /// all at once, each read bounded by `redis.timeout_ms`. A store node that serves
+    /// none of these apps does not matter; one that serves any of them does.
+    pub(crate) async fn readable<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<String> = ids
+            .map(|id| self.keys.value(id, Credential::AccessToken))
+            .collect();
+        let reads = keys.iter().map(|key| self.store.get(key));
+        for read in futures_util::future::join_all(reads).await {
+            read?;
+        }
+        Ok(())
     }
 
     /// The refresh locks this instance holds (for shutdown: [`HeldLocks::release_all`]).

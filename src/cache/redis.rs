@@ -1,6 +1,7 @@
-//! The Redis store, through a deadpool-redis connection pool to one Redis server or
-//! to a Redis Cluster, or a pool of connections to the master that Redis Sentinel
-//! names (see [`super::sentinel`] for how a failover is followed).
+//! The Redis store, through a deadpool-redis connection pool to one Redis server, one
+//! shared cluster connection to a Redis Cluster (see [`super::cluster`] for why not a
+//! pool), or a pool of connections to the master that Redis Sentinel names (see
+//! [`super::sentinel`] for how a failover is followed).
 //!
 //! Every operation is a single command or a Lua script over a single key, so it is
 //! atomic and works unchanged on Redis Cluster: the cluster connection sends it to the
@@ -9,11 +10,12 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{cluster, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use redis::aio::ConnectionLike;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
+use super::cluster;
 use super::record::Record;
 use super::{sentinel, tls};
 use crate::clock::now_ms;
@@ -104,7 +106,7 @@ return n
 /// The pool of either deployment; the operations below do not depend on which.
 enum Pool {
     Single(deadpool_redis::Pool),
-    Cluster(cluster::Pool),
+    Cluster(Box<cluster::Shared>),
     Sentinel(sentinel::Pool),
 }
 
@@ -113,7 +115,7 @@ enum Pool {
 /// command by its key (and `SCRIPT LOAD`, after a `NOSCRIPT`, to every node).
 enum Connection {
     Single(deadpool_redis::Connection),
-    Cluster(cluster::Connection),
+    Cluster(redis::cluster_async::ClusterConnection),
     Sentinel(sentinel::Connection),
 }
 
@@ -161,7 +163,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// Builds the pool; connections are made on first use, so a Redis that is down at
     /// start-up does not stop the service (it answers 503 until Redis is back).
-    /// On a cluster, each pooled connection knows the whole cluster and follows its
+    /// On a cluster, the shared connection knows the whole cluster and follows its
     /// `MOVED`/`ASK` redirections, so a resharding or a failover needs no restart.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
         let timeout = settings.timeout;
@@ -190,12 +192,8 @@ impl RedisStore {
             }
             RedisTopology::Cluster(urls) => {
                 let urls: Vec<String> = urls.iter().map(|u| u.expose().to_string()).collect();
-                let mut config = cluster::Config::from_urls(urls);
-                config.pool = Some(pool_config);
-                let pool = config
-                    .create_pool(Some(Runtime::Tokio1))
-                    .map_err(|e| invalid(&e))?;
-                Pool::Cluster(pool)
+                let shared = cluster::Shared::new(urls, timeout).map_err(|e| invalid(&e))?;
+                Pool::Cluster(Box::new(shared))
             }
             RedisTopology::Sentinel(topology) => {
                 let manager = sentinel::Manager::new(&topology, tls.as_ref(), timeout)
@@ -233,11 +231,7 @@ impl RedisStore {
                     .await
                     .map(Connection::Single)
                     .map_err(|e| pool_error(&e))?,
-                Pool::Cluster(pool) => pool
-                    .get()
-                    .await
-                    .map(Connection::Cluster)
-                    .map_err(|e| pool_error(&e))?,
+                Pool::Cluster(shared) => Connection::Cluster(shared.connection()),
                 Pool::Sentinel(pool) => pool
                     .get()
                     .await

@@ -15,10 +15,12 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The instance can do its job: the store answers. `503 {"status": "unready",
-/// "reason": "store"}` otherwise.
+/// The instance can do its job: the keys of the configured apps can be read from the
+/// store within `redis.timeout_ms` (each app's access token key, in the app's slot on
+/// a Redis Cluster: a node that serves no configured app does not make the instance
+/// unready). `503 {"status": "unready", "reason": "store"}` otherwise.
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if let Err(e) = state.cache.store().ping().await {
+    if let Err(e) = state.cache.readable(state.apps.cache_ids()).await {
         warn_throttled("readyz_store", || {
             format!("readiness: the credential store does not answer: {e}")
         });

@@ -91,6 +91,11 @@ impl Apps {
         self.by_name.len()
     }
 
+    /// Every app's cache id (its keys' hash tag).
+    pub(crate) fn cache_ids(&self) -> impl Iterator<Item = &str> {
+        self.by_name.values().map(|app| app.cache_id())
+    }
+
     fn named(&self, name: &str) -> Result<Arc<AppSettings>, ApiError> {
         self.by_name
             .get(name)

@@ -1,7 +1,8 @@
 //! The service on a Redis Cluster whose primaries have replicas: warm instances keep
 //! signing while the primary of the app's slot is SIGKILLed and its replica promoted;
 //! the store then writes to the new primary without a restart, and a renewal there
-//! costs one WeChat call.
+//! costs one WeChat call. And a primary that hangs (SIGSTOP) costs only the apps it
+//! serves: readiness reads the configured apps' keys, not every node.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use wx_jssdk::cache::{RedisStore, Store};
 
 use crate::helpers::{
     cluster_settings, renew_and_start_cold_after_failover, sign_until_written, spawn_app_with,
-    Options, TestCluster, APPID,
+    Options, Service, TestCluster, APPID,
 };
 
 const ADMIN_KEY: &str = "cluster-admin-key-0123456789";
@@ -105,4 +106,84 @@ async fn after_a_cluster_failover_the_instances_write_to_the_promoted_replica() 
         calls,
     )
     .await;
+}
+
+/// How long `/readyz` takes, and its status.
+async fn readiness(app: &crate::helpers::TestApp) -> (u16, Duration) {
+    let asked = Instant::now();
+    let status = app.get("/readyz").await.status().as_u16();
+    (status, asked.elapsed())
+}
+
+#[actix_web::test]
+async fn a_hung_primary_costs_only_the_apps_it_serves() {
+    // No replicas: the default cluster-node-timeout (15 s) outlasts the hangs here, so
+    // the stopped node is neither failed nor replaced.
+    let first = spawn_app_with(Options {
+        redis_cluster: true,
+        ..Options::default()
+    })
+    .await;
+    let second = first.spawn_instance();
+    let instances = [&first, &second];
+    for instance in instances {
+        instance.sign_and_check("https://page.example.com/").await;
+    }
+    let cluster = first.cluster();
+    let key = format!("wxjssdk:{{{APPID}}}:access_token");
+    let primary = primary_of(cluster, &key).await;
+    let idle = *cluster.ports.iter().find(|&&p| p != primary).unwrap();
+    let timeout = Duration::from_millis(1000); // redis.timeout_ms as shipped
+
+    // A node that serves no configured app hangs: nothing changes.
+    cluster.signal_node(idle, "STOP");
+    let stopped = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while stopped.elapsed() < Duration::from_secs(3) {
+        for instance in instances {
+            instance.sign_and_check("https://page.example.com/").await;
+            let (status, took) = readiness(instance).await;
+            assert_eq!(status, 200, "ready with the idle node hung");
+            slowest = slowest.max(took);
+        }
+    }
+    cluster.signal_node(idle, "CONT");
+    println!(
+        "idle primary hung: /readyz 200 throughout, slowest answer {} ms",
+        slowest.as_millis()
+    );
+
+    // The app's primary hangs: warm instances sign from their copies; readiness says
+    // the store fails, within about redis.timeout_ms.
+    cluster.signal_node(primary, "STOP");
+    for instance in instances {
+        instance.sign_and_check("https://page.example.com/").await;
+        let asked = Instant::now();
+        let response = instance.get("/readyz").await;
+        let took = asked.elapsed();
+        assert_eq!(response.status(), 503);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "unready", "reason": "store"})
+        );
+        assert!(took < timeout + Duration::from_millis(500), "took {took:?}");
+        println!("app's primary hung: /readyz 503 in {} ms", took.as_millis());
+    }
+    cluster.signal_node(primary, "CONT");
+    let woken = Instant::now();
+    for instance in instances {
+        loop {
+            if readiness(instance).await.0 == 200 {
+                break;
+            }
+            assert!(woken.elapsed() < Duration::from_secs(10), "not ready again");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        instance.sign_and_check("https://page.example.com/").await;
+    }
+    println!(
+        "app's primary woken: ready again within {} ms",
+        woken.elapsed().as_millis()
+    );
 }

@@ -281,6 +281,22 @@ impl TestCluster {
         let _ = nodes[index].wait();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the node on `port`: SIGSTOP hangs it (its
+    /// connections stay open and nothing is answered), SIGCONT wakes it.
+    pub fn signal_node(&self, port: u16, signal: &str) {
+        let index = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("a node of this cluster");
+        let pid = self.nodes.lock().unwrap()[index].id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// `CLUSTER NODES` as the node on `asked` sees the cluster: (port, flags, primary's
     /// id or "-", id, slot ranges) of every node.
     async fn nodes_seen_by(&self, asked: u16) -> Vec<NodeLine> {

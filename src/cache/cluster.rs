@@ -1,0 +1,80 @@
+//! The connection of the Redis Cluster topology: one cluster connection, shared by
+//! every operation, so that a hung node costs only the operations on its own slots.
+//!
+//! Why not a pool (deadpool-redis's `cluster` pool, or any pool of cluster
+//! connections): a redis-rs cluster connection is not one socket but a task holding a
+//! multiplexed connection to every node, and *making* one waits for every node.
+//! `ClusterClient::get_async_connection` connects to each seed node and then, after
+//! `CLUSTER SLOTS`, to each node of the slot map, and completes only when each of those
+//! connections has answered its `PING` or timed out (`connection_timeout`,
+//! `response_timeout`). So while one primary hangs (SIGSTOP, swap, a stuck disk: the
+//! TCP connect succeeds, nothing is answered), every new connection takes at least
+//! `redis.timeout_ms`, which is also the pool's create timeout and the store's bound on
+//! an operation: every checkout that has to make a connection fails, on every slot.
+//! Measured (tests/api/cluster_failover.rs, timeout_ms = 1000): with a primary that
+//! serves no configured app SIGSTOPped, the first operation that needed a new pooled
+//! connection (the pool grows under concurrency) failed after 1004 ms with "Timeout
+//! occurred while creating a new object", and `/readyz` answered 503. deadpool-redis's
+//! own cluster pool is worse: its recycle sends `PING`, which redis-rs routes to every
+//! primary and which succeeds only when all answer, so every checkout waits for the
+//! hung node.
+//!
+//! A cluster connection is made to be shared: it is `Clone`, each clone sends its
+//! requests to the same task, which multiplexes them over the per-node connections,
+//! reconnects a node that dropped (in the background, with backoff), follows `MOVED`
+//! and `ASK`, refreshes its slot map on `MOVED` or an unknown node, and starts over from
+//! the seed nodes when it has no node left. So one is made, on first use, and never
+//! replaced; it is made pending
+//! (`ClusterClient::get_pending_async_connection_with_config`): its connections are
+//! made in the background, not under the bound of the operation that first needs it,
+//! so even an instance that starts while a node hangs gets connected (its first
+//! operations wait for that, within `timeout_ms`). A request is bounded by
+//! `response_timeout` = `timeout_ms` at the node, and by `timeout_ms` as a whole in the
+//! store; one to the hung node's slots fails, one to another node's slots does not wait
+//! for it (measured: see `docs/operations.md`). `redis.pool_size` does not apply here.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::RedisResult;
+
+/// The cluster's connection, made on first use; see the module's documentation.
+pub(super) struct Shared {
+    client: ClusterClient,
+    config: ClusterConfig,
+    connection: OnceLock<ClusterConnection>,
+}
+
+impl Shared {
+    /// The connection to the cluster whose seed nodes are `urls`, each connection to a
+    /// node and each answer bounded by `timeout`. Fails on URLs the client cannot use;
+    /// connects nothing yet.
+    pub(super) fn new(urls: Vec<String>, timeout: Duration) -> RedisResult<Self> {
+        let client = ClusterClientBuilder::new(urls)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()?;
+        // The builder's timeouts are replaced by the config's (`None` if unset).
+        let config = ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        Ok(Self {
+            client,
+            config,
+            connection: OnceLock::new(),
+        })
+    }
+
+    /// A handle on the shared connection (made, pending, on the first call: that must
+    /// be on a Tokio runtime, which runs its task).
+    pub(super) fn connection(&self) -> ClusterConnection {
+        self.connection
+            .get_or_init(|| {
+                self.client
+                    .get_pending_async_connection_with_config(self.config.clone())
+            })
+            .clone()
+    }
+}
