@@ -76,11 +76,7 @@ impl TestRedis {
 
     /// A direct connection, for tests that look at or tamper with what is stored.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("valid redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test redis")
+        node_connection(self.port).await
     }
 }
 
@@ -90,8 +86,18 @@ impl Drop for TestRedis {
     }
 }
 
+/// A plain connection to the test's redis-server (or cluster or sentinel data node)
+/// on `port`, for tests that look at or tamper with what one server holds.
+pub async fn node_connection(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .expect("valid redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test redis-server on {port}: {e}"))
+}
+
 /// Why a test cannot go on without the Redis tools: they never skip silently.
-fn missing_redis(tool: &str, error: std::io::Error) -> String {
+pub fn missing_redis(tool: &str, error: std::io::Error) -> String {
     format!(
         "cannot run {tool} ({error}). The tests start their own Redis servers and Redis \
          Cluster on free ports: install Redis first, e.g. `apt-get install -y redis-server` \
@@ -385,11 +391,7 @@ impl TestCluster {
 
     /// A direct connection to one node, for what only that node can tell.
     pub async fn node(&self, port: u16) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .expect("valid redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to a cluster node")
+        node_connection(port).await
     }
 
     /// `CLUSTER KEYSLOT key`, as the cluster computes it.
@@ -589,11 +591,7 @@ impl TestSentinel {
 
     /// A direct connection to the data node on `port`.
     pub async fn node(&self, port: u16) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .expect("valid redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to a data node")
+        node_connection(port).await
     }
 }
 

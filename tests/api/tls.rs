@@ -135,9 +135,7 @@ impl RedisProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it, e.g. `apt-get install -y redis-server`")
-            });
+            .unwrap_or_else(|e| panic!("{}", crate::helpers::missing_redis("redis-server", e)));
         let mut redis = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         let log = || std::fs::read_to_string(log).unwrap_or_default();
