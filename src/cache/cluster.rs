@@ -33,29 +33,56 @@
 //! store; one to the hung node's slots fails, one to another node's slots does not wait
 //! for it (measured: see `docs/operations.md`). `redis.pool_size` does not apply here.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::RedisResult;
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult};
+
+use crate::configuration::RedisTls;
 
 /// The cluster's connection, made on first use; see the module's documentation.
 pub(super) struct Shared {
     client: ClusterClient,
     config: ClusterConfig,
     connection: OnceLock<ClusterConnection>,
+    /// The first seed node alone, asked why when no node can be reached.
+    seed: redis::Client,
+    timeout: Duration,
+    /// When the seed node was last asked, and what it said (`None`: it connected).
+    diagnosis: Mutex<Option<(Instant, Option<String>)>>,
 }
+
+/// How long one answer of the seed node explains the failures that follow it.
+const DIAGNOSIS_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Shared {
     /// The connection to the cluster whose seed nodes are `urls`, each connection to a
-    /// node and each answer bounded by `timeout`. Fails on URLs the client cannot use;
-    /// connects nothing yet.
-    pub(super) fn new(urls: Vec<String>, timeout: Duration) -> RedisResult<Self> {
-        let client = ClusterClientBuilder::new(urls)
+    /// node and each answer bounded by `timeout`, every node verified with `tls`'s CA
+    /// (and shown its client certificate) when there is one. Fails on URLs or
+    /// certificates the client cannot use; connects nothing yet.
+    pub(super) fn new(
+        urls: Vec<String>,
+        tls: Option<&RedisTls>,
+        timeout: Duration,
+    ) -> RedisResult<Self> {
+        let seed = match urls.first() {
+            Some(url) => super::tls::client(url, tls)?,
+            None => {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "no seed node",
+                )))
+            }
+        };
+        let mut builder = ClusterClientBuilder::new(urls)
             .connection_timeout(timeout)
-            .response_timeout(timeout)
-            .build()?;
+            .response_timeout(timeout);
+        if let Some(tls) = tls {
+            builder = builder.certs(super::tls::certificates(tls));
+        }
+        let client = builder.build()?;
         // The builder's timeouts are replaced by the config's (`None` if unset).
         let config = ClusterConfig::new()
             .set_connection_timeout(timeout)
@@ -64,7 +91,62 @@ impl Shared {
             client,
             config,
             connection: OnceLock::new(),
+            seed,
+            timeout,
+            diagnosis: Mutex::new(None),
         })
+    }
+
+    /// `error`, said so that an operator can act on it. When no node could be reached,
+    /// redis-rs says only that ("No connections found"): why (a certificate the CA
+    /// does not sign, a client certificate the nodes want, a wrong password, a refused
+    /// port) is in the error of a direct connection to the first seed node, so that
+    /// is made and its error added: at most once per [`DIAGNOSIS_INTERVAL`], so that an
+    /// outage does not turn every failed operation into another connection attempt,
+    /// and within half the operation's bound, so that the operation's error is still
+    /// the one reported.
+    pub(super) async fn describe(&self, error: &RedisError) -> String {
+        if error.kind() != ErrorKind::ClusterConnectionNotFound {
+            return error.to_string();
+        }
+        let recent = self
+            .last_diagnosis()
+            .filter(|(at, _)| at.elapsed() < DIAGNOSIS_INTERVAL);
+        let refusal = match recent {
+            Some((_, refusal)) => refusal,
+            None => {
+                let refusal = self.ask_seed().await;
+                *self.diagnosis.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), refusal.clone()));
+                refusal
+            }
+        };
+        match refusal {
+            Some(refusal) => {
+                format!("{error}; the first seed node refuses a connection: {refusal}")
+            }
+            None => error.to_string(),
+        }
+    }
+
+    fn last_diagnosis(&self) -> Option<(Instant, Option<String>)> {
+        self.diagnosis
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The error of a direct connection to the first seed node, if it fails.
+    async fn ask_seed(&self) -> Option<String> {
+        let bound = self.timeout / 2;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(bound))
+            .set_response_timeout(Some(bound));
+        self.seed
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .err()
+            .map(|e| e.to_string())
     }
 
     /// A handle on the shared connection (made, pending, on the first call: that must

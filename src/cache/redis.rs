@@ -192,7 +192,8 @@ impl RedisStore {
             }
             RedisTopology::Cluster(urls) => {
                 let urls: Vec<String> = urls.iter().map(|u| u.expose().to_string()).collect();
-                let shared = cluster::Shared::new(urls, timeout).map_err(|e| invalid(&e))?;
+                let shared =
+                    cluster::Shared::new(urls, tls.as_ref(), timeout).map_err(|e| invalid(&e))?;
                 Pool::Cluster(Box::new(shared))
             }
             RedisTopology::Sentinel(topology) => {
@@ -238,7 +239,13 @@ impl RedisStore {
                     .map(Connection::Sentinel)
                     .map_err(|e| pool_error(&e))?,
             };
-            op(conn).await.map_err(|e| StoreError::Redis(e.to_string()))
+            match (op(conn).await, &self.pool) {
+                (Ok(value), _) => Ok(value),
+                (Err(e), Pool::Cluster(shared)) => {
+                    Err(StoreError::Redis(shared.describe(&e).await))
+                }
+                (Err(e), _) => Err(StoreError::Redis(e.to_string())),
+            }
         };
         tokio::time::timeout(self.timeout, work)
             .await

@@ -3,7 +3,7 @@
 //! the private CA of `redis.tls_ca_file`, and present the client certificate of
 //! `redis.tls_cert_file` when it is set.
 
-use redis::{ClientTlsConfig, ConnectionInfo, IntoConnectionInfo, RedisResult, TlsCertificates};
+use redis::{ClientTlsConfig, ConnectionInfo, RedisResult, TlsCertificates};
 
 use crate::configuration::RedisTls;
 
@@ -18,15 +18,17 @@ pub(super) fn certificates(tls: &RedisTls) -> TlsCertificates {
     }
 }
 
+/// A client of the server at `url`, with `tls`'s certificates when there are any.
+pub(super) fn client(url: &str, tls: Option<&RedisTls>) -> RedisResult<redis::Client> {
+    match tls {
+        Some(tls) => redis::Client::build_with_tls(url, certificates(tls)),
+        None => redis::Client::open(url),
+    }
+}
+
 /// What to connect to for `url`, with `tls`'s certificates when there are any.
 /// deadpool-redis's own `Config` drops them (its copy of the address has no TLS
 /// parameters), so the pool is built from this instead.
 pub(super) fn connection_info(url: &str, tls: Option<&RedisTls>) -> RedisResult<ConnectionInfo> {
-    match tls {
-        Some(tls) => {
-            let client = redis::Client::build_with_tls(url, certificates(tls))?;
-            Ok(client.get_connection_info().clone())
-        }
-        None => url.into_connection_info(),
-    }
+    Ok(client(url, tls)?.get_connection_info().clone())
 }

@@ -325,14 +325,8 @@ impl RedisSettings {
         };
         let urls_use_tls = match self.topology()? {
             RedisTopology::Single(url) => uses_tls(url),
-            RedisTopology::Cluster(_) => {
-                return Err(invalid(
-                    *first_set,
-                    "is not supported with `redis.cluster_urls` yet (the cluster pool cannot \
-                     take certificates): a cluster whose certificates a public CA signed \
-                     works with rediss:// URLs alone",
-                ))
-            }
+            // One scheme for every node: checked by `topology`.
+            RedisTopology::Cluster(urls) => uses_tls(&urls[0]),
             RedisTopology::Sentinel(topology) => uses_tls(&topology.urls[0]),
         };
         if urls_use_tls != Some(true) {

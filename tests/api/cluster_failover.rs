@@ -11,7 +11,7 @@ use wx_jssdk::cache::{RedisStore, Store};
 
 use crate::helpers::{
     cluster_settings, renew_and_start_cold_after_failover, sign_until_written, spawn_app_with,
-    Options, Service, TestCluster, APPID,
+    wait_until_replicated, Options, Service, TestCluster, APPID,
 };
 
 const ADMIN_KEY: &str = "cluster-admin-key-0123456789";
@@ -60,6 +60,11 @@ async fn after_a_cluster_failover_the_instances_write_to_the_promoted_replica() 
         .await
         .unwrap();
     let calls = first.sandbox.calls();
+    wait_until_replicated(
+        &mut cluster.node(primary).await,
+        &mut cluster.node(replica).await,
+    )
+    .await;
 
     cluster.kill_node(primary);
     let killed = Instant::now();

@@ -18,6 +18,7 @@ use wx_jssdk::startup::Application;
 use wx_jssdk::wechat::signature::sign_url;
 use wx_sandbox::{Endpoint, Fault, Sandbox, SandboxConfig, TicketKind};
 
+use crate::certificates::Certificates;
 use crate::common::{distinct_free_ports, free_port, run_bounded};
 
 pub const APPID: &str = "wxtest0000000000001";
@@ -60,7 +61,7 @@ impl TestRedis {
             .spawn()
             .unwrap_or_else(|e| panic!("{}", missing_redis("redis-server", e)));
         *self.child.lock().unwrap() = Some(child);
-        wait_for_ping(self.port, None);
+        wait_for_ping(self.port, None, None);
     }
 
     pub fn kill(&self) {
@@ -89,11 +90,24 @@ impl Drop for TestRedis {
 /// A plain connection to the test's redis-server (or cluster or sentinel data node)
 /// on `port`, for tests that look at or tamper with what one server holds.
 pub async fn node_connection(port: u16) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .expect("valid redis url")
+    connect_async(port, None).await
+}
+
+/// A connection to the test's Redis process on `port`, with TLS when it speaks TLS.
+async fn connect_async(port: u16, tls: Option<&Certificates>) -> redis::aio::MultiplexedConnection {
+    client_of(port, tls)
         .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("connect to the test redis-server on {port}: {e}"))
+}
+
+/// The scheme of the URLs of a test's Redis processes.
+fn scheme(tls: Option<&Certificates>) -> &'static str {
+    if tls.is_some() {
+        "rediss"
+    } else {
+        "redis"
+    }
 }
 
 /// Why a test cannot go on without the Redis tools: they never skip silently.
@@ -105,9 +119,100 @@ pub fn missing_redis(tool: &str, error: std::io::Error) -> String {
     )
 }
 
+/// A client of the test's Redis process on `port`: plain, or with `tls`'s CA and
+/// client certificate.
+fn client_of(port: u16, tls: Option<&Certificates>) -> redis::Client {
+    match tls {
+        Some(tls) => tls.client(port),
+        None => redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid redis url"),
+    }
+}
+
+/// The options that make a `redis-server` listen on `port`: plain, or with TLS only
+/// ([`Certificates::server_options`]).
+fn listen_options(port: u16, tls: Option<&Certificates>) -> Vec<(&'static str, String)> {
+    match tls {
+        Some(tls) => tls.server_options(port),
+        None => vec![("port", port.to_string())],
+    }
+}
+
+/// `--name value` for each option.
+fn command_line(options: &[(&'static str, String)]) -> Vec<String> {
+    options
+        .iter()
+        .flat_map(|(name, value)| [format!("--{name}"), value.clone()])
+        .collect()
+}
+
+/// Waits until the server of `client` (on `port`), if it is a master, streams its
+/// writes to `expected` replicas: they are `online` in its `INFO replication`. A
+/// replica's own `master_link_status:up` is not enough: it says so while the master
+/// still waits to start the full sync, and writes made meanwhile are not on the
+/// replica when the master dies.
+fn wait_for_replicas(client: &redis::Client, port: u16, expected: usize, deadline: Instant) {
+    loop {
+        let replication: String = client
+            .get_connection()
+            .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
+            .unwrap_or_else(|e| e.to_string());
+        let online = replication
+            .lines()
+            .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+            .count();
+        if replication.contains("role:slave") || online == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the master on port {port} does not stream to {expected} replica(s):\n{replication}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (bounded) until the replica of `replica` has applied every write the master of
+/// `master` made so far. Replication is asynchronous: a master killed right after a
+/// write may take it with it (Redis's documented loss window, which the service
+/// survives with at most one extra WeChat call: see `lost_data.rs`); a test of what a
+/// failover keeps waits for this before it kills the master.
+pub async fn wait_until_replicated(
+    master: &mut redis::aio::MultiplexedConnection,
+    replica: &mut redis::aio::MultiplexedConnection,
+) {
+    let offset = |info: &str, field: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(field)?.trim().parse::<u64>().ok())
+    };
+    let info = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query_async::<String>(&mut conn)
+                .await
+                .expect("INFO replication")
+        }
+    };
+    let written = offset(&info(master).await, "master_repl_offset:")
+        .expect("the master's replication offset");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = info(replica).await;
+        if offset(&last, "slave_repl_offset:").is_some_and(|applied| applied >= written) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not apply the master's writes (offset {written}) within 10 s:\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits (bounded) until the Redis on `port` answers `PING`; on failure, shows `log`.
-fn wait_for_ping(port: u16, log: Option<&Path>) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid redis url");
+fn wait_for_ping(port: u16, tls: Option<&Certificates>, log: Option<&Path>) {
+    let client = client_of(port, tls);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(mut conn) = client.get_connection() {
@@ -133,6 +238,9 @@ pub struct TestCluster {
     pub ports: Vec<u16>,
     /// Replicas per primary: 0 or 1.
     replicas: usize,
+    /// With certificates: every node speaks TLS only (cluster bus and replication
+    /// too) and wants a client certificate.
+    tls: Option<Certificates>,
     dir: tempfile::TempDir,
 }
 
@@ -148,17 +256,23 @@ impl TestCluster {
     /// answering is only marked failed after Redis's default `cluster-node-timeout`
     /// (15 s), so a test may hang one for a few seconds without a failover.
     pub fn start() -> Self {
-        Self::start_with(0)
+        Self::start_with(0, None)
+    }
+
+    /// Like [`TestCluster::start`], every node speaking TLS only with certificates of
+    /// a private CA of the test's own, and wanting a client certificate.
+    pub fn start_tls() -> Self {
+        Self::start_with(0, Some(Certificates::make()))
     }
 
     /// Starts three primaries and a replica of each ([`CLUSTER_NODE_TIMEOUT_MS`]: a
     /// primary that dies is replaced by its replica within a few seconds), and returns
     /// once every node reports `cluster_state:ok` and every replica is in sync.
     pub fn start_with_replicas() -> Self {
-        Self::start_with(1)
+        Self::start_with(1, None)
     }
 
-    fn start_with(replicas: usize) -> Self {
+    fn start_with(replicas: usize, tls: Option<Certificates>) -> Self {
         let count = CLUSTER_PRIMARIES * (1 + replicas);
         // Each node also needs a free port for the cluster bus (the default, port +
         // 10000, may be taken or out of range).
@@ -168,13 +282,14 @@ impl TestCluster {
             nodes: Mutex::new(Vec::new()),
             ports,
             replicas,
+            tls,
             dir: tempfile::tempdir().expect("a temporary directory for the cluster"),
         };
         for (&port, &bus_port) in cluster.ports.iter().zip(&bus_ports) {
             cluster.start_node(port, bus_port);
         }
         for &port in &cluster.ports {
-            wait_for_ping(port, Some(&cluster.log_path(port)));
+            wait_for_ping(port, cluster.tls.as_ref(), Some(&cluster.log_path(port)));
         }
         cluster.join();
         cluster.wait_until_ok();
@@ -191,7 +306,8 @@ impl TestCluster {
         let mut command = Command::new("redis-server");
         command
             .current_dir(dir)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(command_line(&listen_options(port, self.tls.as_ref())))
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--cluster-enabled",
                 "yes",
@@ -201,6 +317,8 @@ impl TestCluster {
             .arg("--cluster-config-file")
             .arg(dir.join(format!("nodes-{port}.conf")))
             .args(["--save", "", "--appendonly", "no"])
+            // A replica's first sync starts at once, not after the default 5 s.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(dir);
         if self.replicas > 0 {
@@ -224,6 +342,9 @@ impl TestCluster {
     /// Assigns the slots evenly over the nodes and introduces them to each other.
     fn join(&self) {
         let mut command = Command::new("redis-cli");
+        if let Some(tls) = &self.tls {
+            command.args(tls.cli_options());
+        }
         command.arg("--cluster").arg("create");
         command.args(self.ports.iter().map(|port| format!("127.0.0.1:{port}")));
         let replicas = self.replicas.to_string();
@@ -241,8 +362,7 @@ impl TestCluster {
     fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for &port in &self.ports {
-            let client =
-                redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid redis url");
+            let client = client_of(port, self.tls.as_ref());
             let mut last = String::new();
             while !last.contains("cluster_state:ok") {
                 assert!(
@@ -256,22 +376,8 @@ impl TestCluster {
                     .unwrap_or_else(|e| e.to_string());
             }
             // A replica is only worth a failover once it holds its primary's data.
-            loop {
-                let replication: String = client
-                    .get_connection()
-                    .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
-                    .unwrap_or_else(|e| e.to_string());
-                if replication.contains("role:master")
-                    || replication.contains("master_link_status:up")
-                {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the replica on port {port} did not sync within 20 s:\n{replication}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let expected = if self.replicas > 0 { 1 } else { 0 };
+            wait_for_replicas(&client, port, expected, deadline);
         }
     }
 
@@ -374,15 +480,29 @@ impl TestCluster {
 
     /// The seed URLs the service is configured with.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = scheme(self.tls.as_ref());
         self.ports
             .iter()
-            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .map(|port| format!("{scheme}://127.0.0.1:{port}"))
             .collect()
+    }
+
+    /// The service's settings for this cluster: its seed URLs, and with TLS the CA
+    /// and the client certificate.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings = vec![("redis.cluster_urls", self.urls().join(","))];
+        settings.extend(self.tls.iter().flat_map(Certificates::settings));
+        settings
     }
 
     /// A connection to the whole cluster, routing each command like the service does.
     pub async fn connection(&self) -> redis::cluster_async::ClusterConnection {
-        redis::cluster::ClusterClient::new(self.urls())
+        let mut client = redis::cluster::ClusterClientBuilder::new(self.urls());
+        if let Some(tls) = &self.tls {
+            client = client.certs(tls.for_redis());
+        }
+        client
+            .build()
             .expect("valid cluster urls")
             .get_async_connection()
             .await
@@ -391,7 +511,7 @@ impl TestCluster {
 
     /// A direct connection to one node, for what only that node can tell.
     pub async fn node(&self, port: u16) -> redis::aio::MultiplexedConnection {
-        node_connection(port).await
+        connect_async(port, self.tls.as_ref()).await
     }
 
     /// `CLUSTER KEYSLOT key`, as the cluster computes it.
@@ -440,6 +560,9 @@ pub struct TestSentinel {
     pub master_port: u16,
     pub replica_port: u16,
     pub sentinel_ports: Vec<u16>,
+    /// With certificates: data nodes and sentinels speak TLS only and want a client
+    /// certificate.
+    tls: Option<Certificates>,
     dir: tempfile::TempDir,
 }
 
@@ -448,6 +571,17 @@ impl TestSentinel {
     /// knows the replica and the two other sentinels (so that a failover can be
     /// agreed on).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`TestSentinel::start`], every process speaking TLS only with
+    /// certificates of a private CA of the test's own, and wanting a client
+    /// certificate.
+    pub fn start_tls() -> Self {
+        Self::start_with(Some(Certificates::make()))
+    }
+
+    fn start_with(tls: Option<Certificates>) -> Self {
         let mut ports = distinct_free_ports(5);
         let sentinel_ports = ports.split_off(2);
         let setup = Self {
@@ -455,23 +589,25 @@ impl TestSentinel {
             master_port: ports[0],
             replica_port: ports[1],
             sentinel_ports,
+            tls,
             dir: tempfile::tempdir().expect("a temporary directory for the sentinels"),
         };
         let master = setup.master_port.to_string();
         setup.spawn(setup.master_port, &[]);
-        wait_for_ping(setup.master_port, Some(&setup.log_path(setup.master_port)));
+        setup.wait_for_ping(setup.master_port);
         setup.spawn(setup.replica_port, &["--replicaof", "127.0.0.1", &master]);
-        wait_for_ping(
-            setup.replica_port,
-            Some(&setup.log_path(setup.replica_port)),
-        );
+        setup.wait_for_ping(setup.replica_port);
         for &port in &setup.sentinel_ports {
             let config = setup.dir.path().join(format!("sentinel-{port}.conf"));
             let name = SENTINEL_MASTER;
+            let listen: String = listen_options(port, setup.tls.as_ref())
+                .iter()
+                .map(|(name, value)| format!("{name} {value}\n"))
+                .collect();
             std::fs::write(
                 &config,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                    "{listen}bind 127.0.0.1\ndir {dir}\n\
                      sentinel monitor {name} 127.0.0.1 {master} 2\n\
                      sentinel down-after-milliseconds {name} 1000\n\
                      sentinel failover-timeout {name} 5000\n\
@@ -484,7 +620,7 @@ impl TestSentinel {
             setup.spawn(port, &[&config, "--sentinel"]);
         }
         for &port in &setup.sentinel_ports {
-            wait_for_ping(port, Some(&setup.log_path(port)));
+            setup.wait_for_ping(port);
         }
         setup.wait_until_ready();
         setup
@@ -492,6 +628,14 @@ impl TestSentinel {
 
     fn log_path(&self, port: u16) -> std::path::PathBuf {
         self.dir.path().join(format!("redis-{port}.log"))
+    }
+
+    fn wait_for_ping(&self, port: u16) {
+        wait_for_ping(port, self.tls.as_ref(), Some(&self.log_path(port)));
+    }
+
+    fn client(&self, port: u16) -> redis::Client {
+        client_of(port, self.tls.as_ref())
     }
 
     /// `redis-server` on `port`: `args` first (a sentinel's configuration file must
@@ -502,8 +646,10 @@ impl TestSentinel {
         command.current_dir(self.dir.path()).args(args);
         if !args.contains(&"--sentinel") {
             command
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"]);
+                .args(command_line(&listen_options(port, self.tls.as_ref())))
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--repl-diskless-sync-delay", "0"]);
         }
         let child = command
             .stdout(Stdio::from(log.try_clone().expect("a log file")))
@@ -515,21 +661,13 @@ impl TestSentinel {
 
     fn wait_until_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let connect = |port: u16| {
-            redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                .and_then(|c| c.get_connection())
-        };
-        let mut last = String::new();
-        while !last.contains("master_link_status:up") {
-            assert!(
-                Instant::now() < deadline,
-                "the replica did not sync:\n{last}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-            last = connect(self.replica_port)
-                .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
-                .unwrap_or_else(|e| e.to_string());
-        }
+        let connect = |port: u16| self.client(port).get_connection();
+        wait_for_replicas(
+            &self.client(self.master_port),
+            self.master_port,
+            1,
+            deadline,
+        );
         for &port in &self.sentinel_ports {
             loop {
                 let master: redis::RedisResult<std::collections::HashMap<String, String>> =
@@ -567,8 +705,8 @@ impl TestSentinel {
 
     /// The master's port as the sentinel on `sentinel_port` names it.
     pub async fn master_named_by(&self, sentinel_port: u16) -> Option<u16> {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{sentinel_port}"))
-            .ok()?
+        let mut conn = self
+            .client(sentinel_port)
             .get_multiplexed_async_connection()
             .await
             .ok()?;
@@ -583,15 +721,27 @@ impl TestSentinel {
 
     /// The sentinel URLs the service is configured with.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = scheme(self.tls.as_ref());
         self.sentinel_ports
             .iter()
-            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .map(|port| format!("{scheme}://127.0.0.1:{port}"))
             .collect()
+    }
+
+    /// The service's settings for these sentinels: their URLs, the master's name, and
+    /// with TLS the CA and the client certificate.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings = vec![
+            ("redis.sentinel_urls", self.urls().join(",")),
+            ("redis.sentinel_master", SENTINEL_MASTER.to_string()),
+        ];
+        settings.extend(self.tls.iter().flat_map(Certificates::settings));
+        settings
     }
 
     /// A direct connection to the data node on `port`.
     pub async fn node(&self, port: u16) -> redis::aio::MultiplexedConnection {
-        node_connection(port).await
+        connect_async(port, self.tls.as_ref()).await
     }
 }
 
@@ -666,6 +816,12 @@ impl Options {
     /// Sets `key` (dotted, as in `check-config`'s output) to `value`.
     pub fn set(mut self, key: &'static str, value: impl ToString) -> Self {
         self.settings.push((key, value.to_string()));
+        self
+    }
+
+    /// Each of `settings`, as [`Options::set`] does.
+    pub fn set_all(mut self, settings: Vec<(&'static str, String)>) -> Self {
+        self.settings.extend(settings);
         self
     }
 
@@ -832,6 +988,24 @@ pub fn cluster_settings(urls: &[String]) -> RedisSettings {
         ("apps.default.token", SERVER_TOKEN),
     ]);
     settings.redis.expect("a [redis] table")
+}
+
+/// A store of the service's own kind on the Redis of `settings` (`redis.*` keys), as
+/// an instance with the default app builds it.
+pub fn redis_store_with(settings: &[(&'static str, String)]) -> wx_jssdk::cache::Store {
+    let mut settings = settings.to_vec();
+    settings.extend([
+        ("apps.default.appid", APPID.to_string()),
+        ("apps.default.secret", SECRET.to_string()),
+        ("apps.default.token", SERVER_TOKEN.to_string()),
+    ]);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let redis = shipped_settings_with(&settings)
+        .redis
+        .expect("a [redis] table");
+    wx_jssdk::cache::Store::Redis(
+        wx_jssdk::cache::RedisStore::new(&redis).expect("a store on these settings"),
+    )
 }
 
 /// The service's routes, one method per family of endpoints, for whatever serves them:
@@ -1084,6 +1258,18 @@ pub async fn renew_and_start_cold_after_failover(
 ) {
     use redis::AsyncCommands;
 
+    // Each instance's own connection may still be finding the new primary when
+    // another client first wrote there: await what an operator's probe awaits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for instance in instances {
+        while instance.get("/readyz").await.status() != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "an instance is not ready within 10 s of the first write on the new primary"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let old: String = new_primary.get(key).await.unwrap();
     let old: serde_json::Value = serde_json::from_str(&old).unwrap();
     let response = first

@@ -7,6 +7,7 @@ mod common;
 mod access_config;
 mod admin;
 mod cache;
+mod certificates;
 mod cluster;
 mod cluster_failover;
 mod config;

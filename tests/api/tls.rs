@@ -1,120 +1,18 @@
 //! `rediss://`: a real TLS `redis-server` whose certificate a private CA of the test's
 //! own signed (made with `openssl`), as managed Redis services do.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wx_jssdk::cache::{RedisStore, Store, StoreError};
 use wx_jssdk::configuration::{RedisSettings, Settings};
 
+use crate::certificates::Certificates;
 use crate::common::free_port;
 use crate::config::{check_config, run_with_config, stderr, COMPLETE_APP};
+use crate::helpers::{redis_store_with, spawn_app_with, Options, TestCluster};
 use crate::store::{check_semantics, single_redis};
-
-/// Runs `openssl` with `args` in `dir`; panics saying how to get it when it is missing.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run openssl ({e}). The TLS tests make their certificates with it: \
-                 install it first, e.g. `apt-get install -y openssl`"
-            )
-        });
-    assert!(
-        output.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A private CA, a server certificate for 127.0.0.1 and localhost, and a client
-/// certificate, all signed by the CA, in a directory of their own.
-struct Certificates {
-    dir: tempfile::TempDir,
-}
-
-impl Certificates {
-    fn make() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca = vec![
-            "req",
-            "-x509",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=wx-jssdk test CA",
-        ];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(d, &ca);
-        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-            let ext = format!("{name}.ext");
-            std::fs::write(
-                d.join(&ext),
-                format!(
-                    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
-                     extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                ),
-            )
-            .unwrap();
-            let (key, csr, crt) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.crt"),
-            );
-            let mut request = vec!["req", "-subj", "/CN=localhost", "-keyout", &key];
-            request.extend(ec);
-            request.extend(["-out", &csr]);
-            openssl(d, &request);
-            openssl(
-                d,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext,
-                    "-out",
-                    &crt,
-                ],
-            );
-        }
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
 
 /// A `redis-server` of a test's own with the options a test needs (TLS, passwords),
 /// logging to `log`; killed when dropped.
@@ -278,6 +176,54 @@ async fn a_client_certificate_is_presented_when_the_server_asks_for_one() {
     );
 }
 
+/// A Redis Cluster over TLS, as managed clusters run: every node (and the cluster
+/// bus) speaks TLS only with certificates of a private CA and wants a client
+/// certificate. The service verifies every node it discovers with `redis.tls_ca_file`
+/// and shows `redis.tls_cert_file`; without them, it is refused.
+#[actix_web::test]
+async fn a_cluster_over_tls_is_verified_with_the_private_ca_and_shown_the_client_certificate() {
+    let cluster = TestCluster::start_tls();
+    check_semantics(&redis_store_with(&cluster.settings())).await;
+    // Keys on every primary: one per node's slots, read back through the cluster.
+    let store = redis_store_with(&cluster.settings());
+    for key in ["{a}", "{b}", "{c}", "{d}", "{e}"] {
+        store.set(key, key, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(store.get(key).await.unwrap().as_deref(), Some(key));
+    }
+
+    // The service on it signs.
+    let app = spawn_app_with(
+        Options {
+            with_redis: false,
+            ..Options::default()
+        }
+        .set_all(cluster.settings()),
+    )
+    .await;
+    app.sign_and_check("https://page.example.com/").await;
+
+    // Without the client certificate, and with the public roots only, it is refused.
+    let without_certificate: Vec<_> = cluster
+        .settings()
+        .into_iter()
+        .filter(|(key, _)| !key.starts_with("redis.tls_cert") && !key.starts_with("redis.tls_key"))
+        .collect();
+    let error = redis_store_with(&without_certificate)
+        .get("k")
+        .await
+        .expect_err("the nodes want a client certificate")
+        .to_string();
+    // And the error says why, not only that no node could be reached.
+    assert!(error.contains("CertificateRequired"), "{error}");
+    let public_roots = &cluster.settings()[..1];
+    let error = redis_store_with(public_roots)
+        .get("k")
+        .await
+        .expect_err("the public roots do not know the private CA")
+        .to_string();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+}
+
 /// Loads `toml` (with [`COMPLETE_APP`]) as the service would.
 fn load(redis: &str) -> Result<Settings, String> {
     let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -296,6 +242,8 @@ fn tls_files_that_cannot_be_used_stop_startup_naming_the_key() {
     let key = certs.path("client.key").display().to_string();
     let url = "url = \"rediss://:hunter2@redis.example:6380/0\"\n";
     assert!(load(&format!("{url}tls_ca_file = \"{ca}\"\n")).is_ok());
+    let cluster = "cluster_urls = [\"rediss://:hunter2@redis.example:7000\"]\n";
+    assert!(load(&format!("{cluster}tls_ca_file = \"{ca}\"\n")).is_ok());
 
     let cases = [
         (
@@ -324,9 +272,9 @@ fn tls_files_that_cannot_be_used_stop_startup_naming_the_key() {
             "rediss://",
         ),
         (
-            format!("cluster_urls = [\"rediss://:hunter2@redis.example:7000\"]\ntls_ca_file = \"{ca}\"\n"),
+            format!("cluster_urls = [\"redis://:hunter2@redis.example:7000\"]\ntls_ca_file = \"{ca}\"\n"),
             "redis.tls_ca_file",
-            "redis.cluster_urls",
+            "rediss://",
         ),
     ];
     for (redis, key, problem) in cases {
