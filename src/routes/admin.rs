@@ -206,7 +206,7 @@ fn answer(credential: Credential, invalidated: Option<bool>, current: &Record) -
         .json(Answer {
             invalidated,
             access_token: token,
-            expires_in: current.usable_until.saturating_sub(now_ms()).max(1000) / 1000,
+            expires_in: current.usable_secs(now_ms()),
         })
 }
 
