@@ -9,8 +9,9 @@
 //! Errors here carry their whole message ([`Detailed`]): the callers are the
 //! operator's own backends, which need WeChat's answer to act on it.
 //!
-//! Tickets are never answered, only invalidated: a ticket signs for any page of the
-//! app's domains, so it stays inside the service like the secret.
+//! Tickets are never answered here, only invalidated: a ticket signs for any page of
+//! the app's domains, so an admin key alone does not get it. (The gateway answers them
+//! as WeChat does, to holders of a current token, who could ask WeChat anyway.)
 
 use std::time::Instant;
 
