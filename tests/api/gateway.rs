@@ -254,14 +254,7 @@ async fn the_token_a_renewal_replaced_still_gets_the_ticket_during_wechats_grace
     let app = spawn_app_with(gateway().set("wechat.token_mode", "classic")).await;
     app.sandbox.set_expires_in(10);
     let replaced = token_of(&app).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while token_of(&app).await == replaced {
-        assert!(
-            Instant::now() < deadline,
-            "the token was not renewed within 20 s"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    token_after(&app, &replaced, Duration::from_secs(20)).await;
     let query = [("access_token", replaced.as_str()), ("type", "jsapi")];
     let answer = json_of(app.wechat_get("/cgi-bin/ticket/getticket", &query).await).await;
     assert_eq!(answer["errcode"], 0, "{answer}");
@@ -601,5 +594,115 @@ async fn the_logs_never_show_a_secret_token_or_ticket() {
             !printed.contains(value),
             "the {what} was logged:\n{printed}"
         );
+    }
+}
+
+/// The Python of the virtualenv `.ci/run` makes for the SDK clients (wechatpy).
+fn sdk_python() -> std::path::PathBuf {
+    // As .ci/run has it: $WXJSSDK_SDK_VENV, or the cache directory's wx-jssdk/sdk-clients.
+    let cache = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            std::path::Path::new(&home).join(".cache")
+        },
+        std::path::PathBuf::from,
+    );
+    let venv = std::env::var_os("WXJSSDK_SDK_VENV").map_or_else(
+        || cache.join("wx-jssdk/sdk-clients"),
+        std::path::PathBuf::from,
+    );
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no {}: the real SDKs' tests need wechatpy in that virtualenv; `bash .ci/run` makes it \
+         (or: python3 -m venv {venv} && {venv}/bin/pip install 'wechatpy[cryptography]==1.8.18')",
+        python.display(),
+        venv = venv.display()
+    );
+    python
+}
+
+/// What wechatpy, pointed at `app` as the README says, got doing `what` (`all`, or
+/// `menu`: tests/sdk/wechatpy_gateway.py).
+async fn wechatpy_run(app: &TestApp, what: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/wechatpy_gateway.py");
+    let mut command = tokio::process::Command::new(sdk_python());
+    command.args([script, &app.address, APPID, SECRET, what]);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("wechatpy finished within 60 s")
+        .expect("run wechatpy");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "wechatpy failed: {printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
+}
+
+#[actix_web::test]
+async fn wechatpy_gets_the_shared_token_and_ticket_forwards_and_heals() {
+    let first = spawn_app_with(gateway()).await;
+    let second = first.spawn_instance();
+    let got = wechatpy_run(&first, "all").await;
+    assert_eq!(
+        got["ticket"],
+        first
+            .sandbox
+            .current_ticket(APPID)
+            .expect("a ticket")
+            .as_str()
+    );
+    assert_eq!(
+        (got["menu"]["path"].as_str(), got["user"]["path"].as_str()),
+        (Some("/cgi-bin/menu/get"), Some("/cgi-bin/user/info"))
+    );
+    assert_eq!(got["user"]["query"]["openid"], "o-wechatpy");
+    let again = wechatpy_run(&second, "all").await;
+    assert_eq!(again["token"], got["token"], "the deployment's one token");
+    let calls = first.sandbox.calls();
+    assert_eq!(
+        (calls.stable_token, calls.getticket, calls.token),
+        (1, 1, 0),
+        "{calls:?}"
+    );
+
+    // WeChat drops the token: the next wechatpy is handed it, and its call, refused
+    // upstream, heals in the gateway (wechatpy's own retry is off), with one new token
+    // for the deployment.
+    first.sandbox.revoke_tokens(APPID);
+    let healed = wechatpy_run(&second, "menu").await;
+    assert_eq!(
+        healed["token"], got["token"],
+        "handed the token WeChat dropped"
+    );
+    assert_eq!(healed["menu"]["errcode"], 0, "{healed}");
+    let calls = first.sandbox.calls();
+    assert_eq!(
+        (calls.stable_token, calls.stable_token_force),
+        (2, 1),
+        "{calls:?}"
+    );
+    // The other instance learns of it within cache.local_recheck_ms.
+    let old = got["token"].as_str().unwrap_or_default();
+    let new = token_after(&first, old, Duration::from_secs(5)).await;
+    assert_eq!(wechatpy_run(&first, "all").await["token"], new.as_str());
+    assert_eq!(first.sandbox.calls().stable_token, 2, "no more tokens");
+}
+
+/// The token `app` answers once it no longer answers `old`, waited for at most `limit`.
+async fn token_after(app: &TestApp, old: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let token = token_of(app).await;
+        if token != old {
+            return token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still the old token after {limit:?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
 }
