@@ -622,30 +622,55 @@ fn sdk_python() -> std::path::PathBuf {
     python
 }
 
-/// What wechatpy, pointed at `app` as the README says, got doing `what` (`all`, or
-/// `menu`: tests/sdk/wechatpy_gateway.py).
-async fn wechatpy_run(app: &TestApp, what: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/wechatpy_gateway.py");
-    let mut command = tokio::process::Command::new(sdk_python());
-    command.args([script, &app.address, APPID, SECRET, what]);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("wechatpy finished within 60 s")
-        .expect("run wechatpy");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "wechatpy failed: {printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
+/// A real SDK: the program that runs its script in tests/sdk/, and the script.
+#[derive(Clone, Copy)]
+enum Sdk {
+    Wechatpy,
+    CoWechatApi,
 }
 
-#[actix_web::test]
-async fn wechatpy_gets_the_shared_token_and_ticket_forwards_and_heals() {
+const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk");
+
+impl Sdk {
+    fn command(self) -> tokio::process::Command {
+        let (program, script) = match self {
+            Self::Wechatpy => (sdk_python(), "wechatpy_gateway.py"),
+            Self::CoWechatApi => {
+                crate::common::npm_ci(std::path::Path::new(SDK_DIR), Duration::from_secs(300));
+                ("node".into(), "co_wechat_api_gateway.js")
+            }
+        };
+        let mut command = tokio::process::Command::new(program);
+        command.arg(std::path::Path::new(SDK_DIR).join(script));
+        command
+    }
+
+    /// What the SDK, pointed at `app` as the README says, got doing `what` (`all`, or
+    /// `menu`: see its script).
+    async fn run(self, app: &TestApp, what: &str) -> Value {
+        let mut command = self.command();
+        command.args([&app.address, APPID, SECRET, what]);
+        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .expect("the SDK finished within 60 s")
+            .expect("run the SDK");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "the SDK failed: {printed}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
+    }
+}
+
+/// Two instances and an SDK pointed at them: one token and one ticket upstream for all
+/// its runs, its calls forwarded, and after WeChat drops the token its next call heals
+/// in the gateway (the SDK's own retry is off), with one new token for the deployment.
+async fn an_sdk_gets_the_shared_token_and_ticket_forwards_and_heals(sdk: Sdk) {
     let first = spawn_app_with(gateway()).await;
     let second = first.spawn_instance();
-    let got = wechatpy_run(&first, "all").await;
+    let got = sdk.run(&first, "all").await;
     assert_eq!(
         got["ticket"],
         first
@@ -658,8 +683,10 @@ async fn wechatpy_gets_the_shared_token_and_ticket_forwards_and_heals() {
         (got["menu"]["path"].as_str(), got["user"]["path"].as_str()),
         (Some("/cgi-bin/menu/get"), Some("/cgi-bin/user/info"))
     );
-    assert_eq!(got["user"]["query"]["openid"], "o-wechatpy");
-    let again = wechatpy_run(&second, "all").await;
+    assert!(got["user"]["query"]["openid"]
+        .as_str()
+        .is_some_and(|o| o.starts_with("o-")));
+    let again = sdk.run(&second, "all").await;
     assert_eq!(again["token"], got["token"], "the deployment's one token");
     let calls = first.sandbox.calls();
     assert_eq!(
@@ -668,11 +695,10 @@ async fn wechatpy_gets_the_shared_token_and_ticket_forwards_and_heals() {
         "{calls:?}"
     );
 
-    // WeChat drops the token: the next wechatpy is handed it, and its call, refused
-    // upstream, heals in the gateway (wechatpy's own retry is off), with one new token
-    // for the deployment.
+    // WeChat drops the token: the SDK's next run is handed it, and its call, refused
+    // upstream, heals in the gateway, with one new token for the deployment.
     first.sandbox.revoke_tokens(APPID);
-    let healed = wechatpy_run(&second, "menu").await;
+    let healed = sdk.run(&second, "menu").await;
     assert_eq!(
         healed["token"], got["token"],
         "handed the token WeChat dropped"
@@ -687,8 +713,18 @@ async fn wechatpy_gets_the_shared_token_and_ticket_forwards_and_heals() {
     // The other instance learns of it within cache.local_recheck_ms.
     let old = got["token"].as_str().unwrap_or_default();
     let new = token_after(&first, old, Duration::from_secs(5)).await;
-    assert_eq!(wechatpy_run(&first, "all").await["token"], new.as_str());
+    assert_eq!(sdk.run(&first, "all").await["token"], new.as_str());
     assert_eq!(first.sandbox.calls().stable_token, 2, "no more tokens");
+}
+
+#[actix_web::test]
+async fn wechatpy_gets_the_shared_token_and_ticket_forwards_and_heals() {
+    an_sdk_gets_the_shared_token_and_ticket_forwards_and_heals(Sdk::Wechatpy).await;
+}
+
+#[actix_web::test]
+async fn co_wechat_api_gets_the_shared_token_and_ticket_forwards_and_heals() {
+    an_sdk_gets_the_shared_token_and_ticket_forwards_and_heals(Sdk::CoWechatApi).await;
 }
 
 /// The token `app` answers once it no longer answers `old`, waited for at most `limit`.
