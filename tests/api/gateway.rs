@@ -11,7 +11,8 @@ use sha1::{Digest, Sha1};
 use wx_sandbox::{Endpoint, Fault};
 
 use crate::helpers::{
-    spawn_app, spawn_app_with, Options, RunningBinary, Service, TestApp, APPID, SECRET,
+    spawn_app, spawn_app_with, start_sandbox, Options, RunningBinary, Service, TestApp, APPID,
+    SECRET,
 };
 
 const CORPID: &str = "wwgateway00000001";
@@ -150,8 +151,10 @@ async fn a_forced_refresh_goes_through_the_budgeted_invalidation() {
 }
 
 #[actix_web::test]
-async fn work_apps_get_their_token_by_corpid_and_secret() {
-    let mut options = gateway();
+async fn work_apps_get_their_token_and_tickets_and_their_calls_go_to_wechat_work() {
+    // WeChat Work's API on a sandbox of its own, to see where each call goes.
+    let (work, work_url) = start_sandbox();
+    let mut options = gateway().set("wechat.work_api_base", work_url);
     options.work_apps = vec![("work", CORPID, "1000002")];
     let app = spawn_app_with(options).await;
     let gettoken = |corpid: &'static str, secret: &'static str| {
@@ -171,7 +174,7 @@ async fn work_apps_get_their_token_by_corpid_and_secret() {
         gettoken(CORPID, SECRET).await["access_token"],
         token.as_str()
     );
-    assert_eq!(app.sandbox.calls().work_token, 1);
+    assert_eq!(work.calls().work_token, 1);
     assert_eq!(gettoken(CORPID, "wrong").await["errcode"], 40001);
     assert_eq!(gettoken("wwunknown", SECRET).await["errcode"], 40013);
 
@@ -180,8 +183,7 @@ async fn work_apps_get_their_token_by_corpid_and_secret() {
         .await;
     let jsapi = json_of(jsapi).await;
     assert!(
-        app.sandbox
-            .valid_corp_tickets(CORPID)
+        work.valid_corp_tickets(CORPID)
             .contains(&jsapi["ticket"].as_str().unwrap_or_default().to_string()),
         "{jsapi}"
     );
@@ -189,9 +191,7 @@ async fn work_apps_get_their_token_by_corpid_and_secret() {
     let agent = json_of(app.wechat_get("/cgi-bin/ticket/get", &query).await).await;
     let agent_ticket = agent["ticket"].as_str().unwrap_or_default().to_string();
     assert!(
-        app.sandbox
-            .valid_agent_tickets(CORPID)
-            .contains(&agent_ticket),
+        work.valid_agent_tickets(CORPID).contains(&agent_ticket),
         "{agent}"
     );
     // An official account's token is no Work app's.
@@ -200,6 +200,16 @@ async fn work_apps_get_their_token_by_corpid_and_secret() {
         .wechat_get("/cgi-bin/get_jsapi_ticket", &[("access_token", &official)])
         .await;
     assert_eq!(json_of(refused).await["errcode"], 40001);
+
+    let query = [("access_token", token.as_str()), ("userid", "zhangsan")];
+    let echo = json_of(app.wechat_get("/cgi-bin/user/get", &query).await).await;
+    assert_eq!(
+        echo["path"], "/cgi-bin/user/get",
+        "forwarded to WeChat Work"
+    );
+    let official_api = app.sandbox.api_calls();
+    assert!(official_api.is_empty(), "{official_api:?}");
+    assert_eq!(work.api_calls().len(), 1);
 }
 
 #[actix_web::test]
@@ -402,8 +412,9 @@ async fn a_body_over_the_limit_is_refused_and_a_slow_wechat_cut_off() {
         .iter()
         .all(|c| c.body_bytes <= 2 * 1024 * 1024));
 
-    app.sandbox
-        .inject(Fault::delay(Endpoint::Api, Duration::from_secs(3)));
+    // Every API call slow (the aborted upload may reach the sandbox after this).
+    let slow = Fault::delay(Endpoint::Api, Duration::from_secs(3)).times(0);
+    app.sandbox.inject(slow);
     let slow = app
         .wechat_get("/cgi-bin/menu/get", &[("access_token", &token)])
         .await;
