@@ -502,7 +502,19 @@ fn with_token(query: &str, token: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::with_token;
+    use super::{with_token, PATTERN, ROOTS};
+
+    #[test]
+    fn the_route_matches_exactly_the_forwarded_roots() {
+        // Both braces, so that the braces of this module stay balanced for
+        // tests/architecture.rs, which counts them.
+        let alternatives = PATTERN
+            .split(['{', '}'])
+            .nth(1)
+            .and_then(|root| root.strip_prefix("root:"))
+            .map(|roots| roots.split('|').collect::<Vec<_>>());
+        assert_eq!(alternatives, Some(ROOTS.to_vec()));
+    }
 
     #[test]
     fn only_the_token_of_a_query_is_replaced() {
