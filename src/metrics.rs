@@ -98,6 +98,7 @@ struct Metrics {
     cache_events: Vec<IntCounter>,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    gateway_requests: IntCounterVec,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -176,6 +177,14 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route"],
         )?;
+        let gateway_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_total",
+                "Requests to the WeChat-compatible gateway, by api (token, stable_token, gettoken, ticket, or the root of a forwarded call: cgi-bin, datacube, ...) and result (ok, forwarded, retried, refused_token, token_not_current, wrong_secret, unknown_app, bad_request, too_large, timeout, unreachable, unavailable).",
+            ),
+            &["api", "result"],
+        )?;
+        registry.register(Box::new(gateway_requests.clone()))?;
         registry.register(Box::new(upstream_calls.clone()))?;
         registry.register(Box::new(refreshes.clone()))?;
         registry.register(Box::new(lock_waits.clone()))?;
@@ -194,6 +203,7 @@ impl Metrics {
             cache_events,
             http_requests,
             http_duration,
+            gateway_requests,
         })
     }
 }
@@ -276,6 +286,18 @@ pub(crate) fn http_request(request: Option<&HttpRequest>, status: StatusCode, el
     }
     if let Ok(histogram) = m.http_duration.get_metric_with_label_values(&[route]) {
         histogram.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A request to the gateway's `api` (an endpoint it answers, or the root of a
+/// forwarded call) and how it ended.
+pub(crate) fn gateway_request(api: &'static str, result: &'static str) {
+    let Some(m) = METRICS.get() else { return };
+    if let Ok(counter) = m
+        .gateway_requests
+        .get_metric_with_label_values(&[api, result])
+    {
+        counter.inc();
     }
 }
 

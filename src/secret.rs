@@ -17,6 +17,19 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `presented` is this secret, compared in constant time: a caller who
+    /// guesses a secret learns nothing from how long a refusal took.
+    pub fn matches(&self, presented: &str) -> bool {
+        same(&self.0, presented)
+    }
+}
+
+/// Whether two credentials (a secret, a token) are equal, in time that depends on
+/// their lengths only, not on where they first differ.
+pub fn same(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 impl fmt::Debug for Secret {

@@ -11,7 +11,7 @@ use crate::access::AdminKeys;
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
 use crate::configuration::{RedisSettings, Settings};
 use crate::limits::BodyTimeout;
-use crate::routes::{self, AppState, Apps};
+use crate::routes::{self, AppState, Apps, Upstream};
 use crate::wechat::WechatClient;
 use crate::{access_log, limits, metrics, shutdown};
 
@@ -136,6 +136,7 @@ pub(crate) fn app_state(settings: &Settings) -> Result<web::Data<AppState>, Stor
         verify_max_age: settings.wechat.verify_max_age,
         failed_authentications: Default::default(),
         trusted_proxies: settings.server.trusted_proxies.clone(),
+        gateway_enabled: settings.gateway.enabled,
     }))
 }
 
@@ -148,6 +149,7 @@ fn run(
     with_metrics: bool,
 ) -> Result<Server, StartupError> {
     let wechat_settings = settings.wechat.clone();
+    let gateway_settings = settings.gateway.clone();
     let body_timeout = BodyTimeout(settings.server.client_body_timeout);
     let mut server = HttpServer::new(move || {
         App::new()
@@ -155,6 +157,10 @@ fn run(
             .app_data(state.clone())
             // awc clients are bound to their thread: one per worker.
             .app_data(web::Data::new(WechatClient::new(&wechat_settings)))
+            .app_data(web::Data::new(Upstream::new(
+                &wechat_settings,
+                &gateway_settings,
+            )))
             .configure(move |cfg| limits::configure(cfg, body_timeout))
             .configure(|cfg| routes::configure(cfg, with_metrics))
             .default_service(web::to(routes::not_found))

@@ -26,7 +26,7 @@ const TESTS_LIMIT: Duration = Duration::from_secs(300);
 fn pages_work_in_a_real_browser() {
     let chromium = chromium();
     check_node();
-    install_packages();
+    common::npm_ci(Path::new(DIR), NPM_CI_LIMIT);
 
     let mut command = Command::new("node");
     command
@@ -86,27 +86,4 @@ fn check_node() {
     if let Err(e) = Command::new("npm").arg("--version").output() {
         panic!("cannot run `npm` ({e}): install it with `{INSTALL}`");
     }
-}
-
-/// `npm ci` when `node_modules` is missing or older than the lock file.
-fn install_packages() {
-    let dir = Path::new(DIR);
-    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let installed = modified(dir.join("node_modules/.package-lock.json"));
-    let locked = modified(dir.join("package-lock.json"));
-    if installed.is_some() && installed >= locked {
-        return;
-    }
-    let mut command = Command::new("npm");
-    command
-        .current_dir(DIR)
-        .args(["ci", "--no-audit", "--no-fund"]);
-    let output = common::run_bounded(&mut command, NPM_CI_LIMIT)
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "`npm ci` in tests/browser failed ({}); it needs the npm registry:\n{}",
-        output.status,
-        printed(&output)
-    );
 }

@@ -70,6 +70,9 @@ use sha1::{Digest, Sha1};
 use uuid::Uuid;
 use wechat_wire::{errcode, path, Answer, StableTokenRequest, CLIENT_CREDENTIAL};
 
+pub mod api;
+pub use api::ApiCall;
+
 /// The tickets the sandbox issues: the protocol's kinds. A WeChat Work corp's jsapi
 /// ticket is a [`TicketKind::Jsapi`] held by the corp: ask for it by the CorpID.
 pub use wechat_wire::TicketKind;
@@ -132,6 +135,9 @@ pub struct CallCounts {
     pub agent_ticket: u64,
     /// `getticket`, both `jsapi` and `wx_card`.
     pub getticket: u64,
+    /// Every other API call ([`Endpoint::Api`]: menus, users, media, ...).
+    #[serde(default)]
+    pub api: u64,
 }
 
 impl CallCounts {
@@ -144,6 +150,7 @@ impl CallCounts {
             Endpoint::WorkToken => self.work_token,
             Endpoint::WorkJsapiTicket => self.work_jsapi_ticket,
             Endpoint::AgentTicket => self.agent_ticket,
+            Endpoint::Api => self.api,
         }
     }
 }
@@ -253,6 +260,9 @@ pub enum Endpoint {
     WorkJsapiTicket,
     /// WeChat Work `cgi-bin/ticket/get?type=agent_config` (`wx.agentConfig`).
     AgentTicket,
+    /// Any other call under WeChat's API roots (`cgi-bin/menu/get`, `cgi-bin/user/info`,
+    /// `cgi-bin/media/upload`, `datacube/...`): see [`api`].
+    Api,
 }
 
 impl Endpoint {
@@ -268,6 +278,7 @@ impl Endpoint {
             Self::WorkToken => path::WORK_TOKEN,
             Self::WorkJsapiTicket => path::WORK_JSAPI_TICKET,
             Self::AgentTicket => path::WORK_TICKET,
+            Self::Api => api::PATTERN,
         }
     }
 }
@@ -461,6 +472,8 @@ struct State {
     /// (owner, kind) -> the ticket handed out last.
     newest_ticket: HashMap<(Owner, TicketKind), String>,
     prune_at: usize,
+    /// Every API call answered ([`Endpoint::Api`]), oldest first.
+    api_calls: Vec<ApiCall>,
 }
 
 impl State {
@@ -478,6 +491,7 @@ impl State {
             tickets: HashMap::new(),
             newest_ticket: HashMap::new(),
             prune_at: PRUNE_MIN,
+            api_calls: Vec::new(),
         }
     }
 
@@ -493,6 +507,7 @@ impl State {
             Endpoint::WorkToken => c.work_token += 1,
             Endpoint::WorkJsapiTicket => c.work_jsapi_ticket += 1,
             Endpoint::AgentTicket => c.agent_ticket += 1,
+            Endpoint::Api => c.api += 1,
         }
         if self.call_log.len() >= CALL_LOG_MAX {
             self.call_log.drain(..CALL_LOG_MAX / 2);
@@ -778,6 +793,12 @@ impl Sandbox {
                 web::get().to(move |req: HttpRequest| s.clone().ticket_handler(endpoint, req)),
             );
         }
+        let s = self.clone();
+        cfg.route(
+            Endpoint::Api.path(),
+            web::route()
+                .to(move |req: HttpRequest, body: web::Payload| s.clone().api_handler(req, body)),
+        );
         self.configure_control(cfg);
     }
 
@@ -856,6 +877,13 @@ impl Sandbox {
         let mut state = self.lock();
         state.calls = CallCounts::default();
         state.call_log.clear();
+        state.api_calls.clear();
+    }
+
+    /// Every API call answered ([`Endpoint::Api`]), oldest first, with the token it
+    /// carried and the body it brought.
+    pub fn api_calls(&self) -> Vec<ApiCall> {
+        self.lock().api_calls.clone()
     }
 
     /// Removes every queued fault: WeChat is healthy again.
@@ -1025,6 +1053,27 @@ impl Sandbox {
         }
         let q = query_map(&req);
         respond(self.lock().ticket(endpoint, &q, Instant::now()))
+    }
+
+    /// Any other API call: the token is checked as WeChat checks it, the body read to
+    /// its end, and the call echoed ([`api`]).
+    async fn api_handler(self, req: HttpRequest, body: web::Payload) -> HttpResponse {
+        if let Some(resp) = self.enter(Endpoint::Api, false).await {
+            return resp;
+        }
+        let q = query_map(&req);
+        let token = q.get("access_token").filter(|t| !t.is_empty());
+        let checked = match token {
+            None => Err(TOKEN_MISSING),
+            Some(token) => self.lock().check_token(token, Instant::now()),
+        };
+        if let Err(WxErr(code, msg)) = checked {
+            return wx_json(code, msg);
+        }
+        let received = api::Received::read(body).await;
+        let call = received.call(&req, token.cloned().unwrap_or_default());
+        self.lock().api_calls.push(call.clone());
+        api::answer(&q, &call, &received)
     }
 
     async fn control_fault(self, body: web::Bytes) -> HttpResponse {

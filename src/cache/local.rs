@@ -23,6 +23,9 @@ const MAX_CHECK_BACKOFF: Duration = Duration::from_secs(60);
 /// Refused values remembered per credential: WeChat refuses one at a time, and each is
 /// replaced at once.
 const REJECTED_KEPT: usize = 4;
+/// How long WeChat keeps accepting a token after a newer one replaced it (5 minutes,
+/// `shared/wechat-api.md`): a backend that was handed the previous token still holds it.
+const REPLACED_GRACE_MS: u64 = 5 * 60 * 1000;
 
 /// What this instance knows of one credential.
 #[derive(Default)]
@@ -34,6 +37,8 @@ struct Known {
     /// The deployment's backoff after a failed renewal, as last read or written.
     backoff: Option<Backoff>,
     rejected: VecDeque<String>,
+    /// The value the copy replaced, and until when (Unix ms) WeChat still accepts it.
+    replaced: Option<(String, u64)>,
 }
 
 /// What a request finds in this instance, without I/O.
@@ -132,6 +137,12 @@ impl LocalTier {
             if record.rejected || known.rejected.contains(&record.value) {
                 return;
             }
+            if let Some(old) = known.copy.as_ref().filter(|c| c.value != record.value) {
+                let until = old
+                    .expires_at
+                    .min(crate::clock::now_ms() + REPLACED_GRACE_MS);
+                known.replaced = Some((old.value.clone(), until));
+            }
             known.copy = Some(record);
             known.next_check = Some(next_check);
             known.store_failures = 0;
@@ -161,6 +172,9 @@ impl LocalTier {
                 known.copy = None;
                 known.next_check = None;
             }
+            if known.replaced.as_ref().is_some_and(|(r, _)| r == value) {
+                known.replaced = None;
+            }
             if !known.rejected.iter().any(|r| r == value) {
                 if known.rejected.len() == REJECTED_KEPT {
                     known.rejected.pop_front();
@@ -175,6 +189,13 @@ impl LocalTier {
         self.with(id, credential, |known| {
             known.rejected.retain(|r| r != value)
         });
+    }
+
+    /// The value the copy replaced, while WeChat still accepts it at `now` (Unix ms).
+    pub(crate) fn replaced(&self, id: &str, credential: Credential, now: u64) -> Option<String> {
+        let entries = self.entries();
+        let (value, until) = entries.get(id)?[credential.index()].replaced.as_ref()?;
+        (now < *until).then(|| value.clone())
     }
 
     pub(crate) fn is_rejected(&self, id: &str, credential: Credential, value: &str) -> bool {
@@ -246,6 +267,34 @@ mod tests {
             local.copy(ID, TICKET).map(|c| c.value.clone()),
             Some("U".into())
         );
+    }
+
+    #[test]
+    fn a_replaced_value_is_remembered_for_wechats_grace_unless_refused() {
+        let local = LocalTier::new(Duration::from_secs(1));
+        let now = crate::clock::now_ms();
+        local.put(ID, TICKET, record("T", u64::MAX, u64::MAX));
+        assert_eq!(local.replaced(ID, TICKET, now), None);
+        local.put(ID, TICKET, record("U", u64::MAX, u64::MAX));
+        assert_eq!(local.replaced(ID, TICKET, now).as_deref(), Some("T"));
+        let after_grace = crate::clock::now_ms() + REPLACED_GRACE_MS;
+        assert_eq!(local.replaced(ID, TICKET, after_grace), None);
+        local.put(ID, TICKET, record("U", u64::MAX, u64::MAX));
+        assert_eq!(
+            local.replaced(ID, TICKET, now).as_deref(),
+            Some("T"),
+            "the same value again replaces nothing"
+        );
+        local.reject(ID, TICKET, "T");
+        assert_eq!(local.replaced(ID, TICKET, now), None, "WeChat refused it");
+        local.put(ID, TICKET, record("V", 100, 120));
+        local.put(ID, TICKET, record("W", 100, 120));
+        assert_eq!(
+            local.replaced(ID, TICKET, 119).as_deref(),
+            Some("V"),
+            "until its expiry"
+        );
+        assert_eq!(local.replaced(ID, TICKET, 120), None, "expired");
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! A value's life (fresh, due, in its margin, re-issued, expired) is the arithmetic of
 //! [`record`]; docs/architecture.md draws it as a state diagram. WeChat's daily limits are kept
 //! deployment-wide in [`budget`], and callers' invalidations go through
-//! [`invalidation`]. Every key is built by [`KeySpace`].
+//! [`invalidation`]. Whether a token a caller presents is one of ours: [`standing`].
+//! Every key is built by [`KeySpace`].
 
 mod backoff;
 mod budget;
@@ -36,6 +37,7 @@ mod record;
 mod redis;
 mod refresh;
 mod sentinel;
+mod standing;
 mod store;
 mod tls;
 mod upstream;
@@ -50,6 +52,7 @@ pub(crate) use lock::{HeldLocks, RefreshLock};
 pub use memory::MemoryStore;
 pub use record::{Record, MAX_LIFE_SECS};
 pub use redis::{RedisStore, StoreError};
+pub(crate) use standing::TokenStanding;
 pub use store::Store;
 
 use crate::configuration::{AppSettings, CacheSettings, TokenMode};

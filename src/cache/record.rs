@@ -169,6 +169,12 @@ impl Record {
         self.usable_until == self.expires_at
     }
 
+    /// Whole seconds the value may still be used, as callers are told (`expires_in`):
+    /// WeChat's lifetime less the safety margin, at least 1.
+    pub(crate) fn usable_secs(&self, now: u64) -> u64 {
+        self.usable_until.saturating_sub(now).max(1000) / 1000
+    }
+
     /// Milliseconds until the record may no longer be served.
     pub(crate) fn ttl_ms(&self, now: u64) -> u64 {
         self.expires_at.saturating_sub(now).max(1)

@@ -38,6 +38,8 @@ pub struct Settings {
     /// Keys of the routes for the company's other backends; none: those routes do not exist.
     #[serde(default)]
     pub admin: AdminSettings,
+    /// The WeChat-compatible routes for existing SDKs (`routes::gateway`).
+    pub gateway: GatewaySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -621,6 +623,23 @@ pub struct AdminSettings {
     pub keys: Vec<Secret>,
 }
 
+/// `[gateway]`: WeChat's own API, answered at the root of the service, so that the
+/// company's backends keep their WeChat SDK and only change its base URL (see
+/// `routes::gateway`). Off by default: it opens token requests to anyone holding an
+/// app secret, and forwarding to anyone holding a current token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewaySettings {
+    #[serde(deserialize_with = "parse::flag")]
+    pub enabled: bool,
+    /// The largest request body forwarded to WeChat (media uploads are the large
+    /// ones: WeChat takes videos up to 10 MB, 20 MiB leaves room for a multipart body).
+    pub max_body_bytes: u64,
+    /// Bound on a whole forwarded call: sending the body, WeChat's answer and its body.
+    /// Longer than `wechat.timeout_ms`, since an upload or a download takes time.
+    #[serde(rename = "timeout_ms", deserialize_with = "parse::millis")]
+    pub timeout: Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -683,7 +702,7 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 18] = [
+const DEFAULTS: [(&str, &str); 21] = [
     ("server.bind", "127.0.0.1:8080"),
     ("server.client_body_timeout_ms", "10000"),
     ("server.shutdown_timeout_secs", "30"),
@@ -702,6 +721,9 @@ const DEFAULTS: [(&str, &str); 18] = [
     ("cache.lock_wait_ms", "5000"),
     ("cache.local_recheck_ms", "1000"),
     ("cache.invalidations_per_day", "100"),
+    ("gateway.enabled", "false"),
+    ("gateway.max_body_bytes", "20971520"),
+    ("gateway.timeout_ms", "30000"),
 ];
 
 /// Defaults every `[redis]` table gets, so that a table with just `url` is complete.

@@ -73,6 +73,12 @@ impl Settings {
                 "must be at least 1 (0 would let a client that never finishes its body hold a connection)",
             ));
         }
+        if self.gateway.max_body_bytes == 0 {
+            return Err(invalid("gateway.max_body_bytes", "must be at least 1"));
+        }
+        if self.gateway.timeout.is_zero() {
+            return Err(invalid("gateway.timeout_ms", "must be at least 1"));
+        }
         self.validate_access()
     }
 

@@ -9,8 +9,9 @@
 //! Errors here carry their whole message ([`Detailed`]): the callers are the
 //! operator's own backends, which need WeChat's answer to act on it.
 //!
-//! Tickets are never answered, only invalidated: a ticket signs for any page of the
-//! app's domains, so it stays inside the service like the secret.
+//! Tickets are never answered here, only invalidated: a ticket signs for any page of
+//! the app's domains, so an admin key alone does not get it. (The gateway answers them
+//! as WeChat does, to holders of a current token, who could ask WeChat anyway.)
 
 use std::time::Instant;
 
@@ -206,7 +207,7 @@ fn answer(credential: Credential, invalidated: Option<bool>, current: &Record) -
         .json(Answer {
             invalidated,
             access_token: token,
-            expires_in: current.usable_until.saturating_sub(now_ms()).max(1000) / 1000,
+            expires_in: current.usable_secs(now_ms()),
         })
 }
 

@@ -5,6 +5,7 @@
 mod admin;
 mod card;
 mod cors;
+mod gateway;
 mod health;
 mod jssdk;
 mod openapi;
@@ -26,6 +27,8 @@ use crate::configuration::{AppSettings, Settings};
 use crate::error::ApiError;
 use crate::wechat::WechatClient;
 
+pub(crate) use gateway::Upstream;
+
 /// Shared by every worker.
 pub(crate) struct AppState {
     pub(crate) apps: Apps,
@@ -38,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) failed_authentications: FailedAuthentications,
     /// `server.trusted_proxies`: how the client of a request is found.
     pub(crate) trusted_proxies: TrustedProxies,
+    /// `gateway.enabled`: whether WeChat's own routes are answered ([`gateway`]).
+    pub(crate) gateway_enabled: bool,
 }
 
 impl AppState {
@@ -94,6 +99,11 @@ impl Apps {
     /// Every app's cache id (its keys' hash tag).
     pub(crate) fn cache_ids(&self) -> impl Iterator<Item = &str> {
         self.by_name.values().map(|app| app.cache_id())
+    }
+
+    /// Every configured app.
+    fn all(&self) -> impl Iterator<Item = &Arc<AppSettings>> {
+        self.by_name.values()
     }
 
     fn named(&self, name: &str) -> Result<Arc<AppSettings>, ApiError> {
@@ -188,6 +198,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         "/v1/apps/{name}/agent_ticket/invalidate",
         admin::invalidation(Credential::AgentTicket),
     ));
+    gateway::configure(cfg);
 }
 
 /// The routes of the operations listener (`server.ops_bind`).

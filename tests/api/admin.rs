@@ -1,7 +1,6 @@
 //! The central access_token for other backends: `GET /v1/apps/{name}/access_token` and
 //! `POST /v1/apps/{name}/access_token/invalidate`, behind `admin.keys`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -381,26 +380,9 @@ async fn no_secret_or_admin_key_appears_in_any_answer() {
 async fn neither_admin_keys_nor_tokens_reach_the_logs_at_debug_level() {
     // The in-process app is only used for its sandbox and Redis.
     let env = spawn_app_with(Options::default()).await;
-    let mut config = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut config,
-        format!(
-            "[redis]\nurl = \"{}\"\n[wechat]\napi_base = \"{}\"\n\
-             [apps.default]\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\ntoken = \"{SERVER_TOKEN}\"\n",
-            env.redis().url(),
-            env.sandbox_url
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let logs = tempfile::NamedTempFile::new().unwrap();
     let keys = format!("{ADMIN_KEY},{OTHER_ADMIN_KEY}");
-    let mut binary = RunningBinary::start(
-        &["--config", &config.path().to_string_lossy()],
-        &[("RUST_LOG", "debug"), ("WXJSSDK__ADMIN__KEYS", &keys)],
-        Stdio::from(logs.reopen().unwrap()),
-    )
-    .await;
+    let (mut binary, logs) =
+        RunningBinary::logging_at_debug(&env, &[("WXJSSDK__ADMIN__KEYS", &keys)]).await;
     let get = |key| binary.access_token("default", Some(key));
     let post = |token: &str| {
         let body = json!({ "access_token": token });

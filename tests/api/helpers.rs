@@ -1115,6 +1115,28 @@ pub trait Service {
         )
         .await
     }
+
+    /// A WeChat API call to the gateway (`gateway.enabled`), as an SDK makes it:
+    /// `GET path?query` (the token, ticket and forwarded routes alike).
+    async fn wechat_get<Q: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> reqwest::Response {
+        send(self.request(Method::GET, path).query(query)).await
+    }
+
+    /// A WeChat API `POST` to the gateway, with a body of `content_type`.
+    async fn wechat_post<Q: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let request = self.request(Method::POST, path).query(query);
+        send(request.header("content-type", content_type).body(body)).await
+    }
 }
 
 /// `request` with `Authorization: Bearer key`, if there is a key.
@@ -1418,6 +1440,34 @@ impl RunningBinary {
         };
         binary.wait_until_up().await;
         binary
+    }
+
+    /// The binary with the default app on `env`'s Redis and sandbox, configured from a
+    /// file, logging at debug level (with `vars` set too) into the file returned: for
+    /// the tests that read everything it printed.
+    pub async fn logging_at_debug(
+        env: &TestApp,
+        vars: &[(&str, &str)],
+    ) -> (Self, tempfile::NamedTempFile) {
+        let mut config = tempfile::NamedTempFile::new().expect("a configuration file");
+        let text = format!(
+            "[redis]\nurl = \"{}\"\n[wechat]\napi_base = \"{}\"\n\
+             [apps.default]\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\ntoken = \"{SERVER_TOKEN}\"\n",
+            env.redis().url(),
+            env.sandbox_url
+        );
+        std::io::Write::write_all(&mut config, text.as_bytes()).expect("write the configuration");
+        let logs = tempfile::NamedTempFile::new().expect("a log file");
+        let config_path = config.path().to_string_lossy().to_string();
+        let mut env_vars = vec![("RUST_LOG", "debug")];
+        env_vars.extend_from_slice(vars);
+        let binary = Self::start(
+            &["--config", &config_path],
+            &env_vars,
+            Stdio::from(logs.reopen().expect("the log file")),
+        )
+        .await;
+        (binary, logs)
     }
 
     async fn wait_until_up(&self) {

@@ -1,9 +1,6 @@
 //! Secrets, tokens and tickets never reach the logs, even at debug level and on the
 //! error paths. Runs the real binary and reads everything it printed.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use wx_jssdk::cache::Record;
 use wx_jssdk::clock::now_ms;
 use wx_sandbox::Endpoint;
@@ -14,24 +11,9 @@ use crate::helpers::{fault, spawn_app, RunningBinary, Service, APPID, SECRET, SE
 async fn nothing_secret_is_logged_at_debug_level() {
     // The in-process app is only used for its sandbox and Redis.
     let env = spawn_app().await;
-    let mut config = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        config,
-        "[redis]\nurl = \"{}\"\n[wechat]\napi_base = \"{}\"\n\
-         [apps.default]\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\ntoken = \"{SERVER_TOKEN}\"\n",
-        env.redis().url(),
-        env.sandbox_url
-    )
-    .unwrap();
-    let logs = tempfile::NamedTempFile::new().unwrap();
-    let config_path = config.path().to_string_lossy().to_string();
     let admin_key = "logs-test-admin-key-0123456789";
-    let mut binary = RunningBinary::start(
-        &["--config", &config_path],
-        &[("RUST_LOG", "debug"), ("WXJSSDK__ADMIN__KEYS", admin_key)],
-        Stdio::from(logs.reopen().unwrap()),
-    )
-    .await;
+    let (mut binary, logs) =
+        RunningBinary::logging_at_debug(&env, &[("WXJSSDK__ADMIN__KEYS", admin_key)]).await;
 
     let sign = || binary.sign("https://page.example.com/");
     env.sandbox

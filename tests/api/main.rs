@@ -16,6 +16,7 @@ mod deployment;
 mod dev;
 mod domains;
 mod faults;
+mod gateway;
 mod helpers;
 mod hostile;
 mod jssdk;

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,4 +80,29 @@ pub fn printed(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// `npm ci` in `dir` when its `node_modules` is missing or older than its lock file,
+/// bounded by `limit`; fails the test with what npm printed.
+pub fn npm_ci(dir: &Path, limit: Duration) {
+    let modified =
+        |path: std::path::PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules/.package-lock.json"));
+    let locked = modified(dir.join("package-lock.json"));
+    if installed.is_some() && installed >= locked {
+        return;
+    }
+    let mut command = Command::new("npm");
+    command
+        .current_dir(dir)
+        .args(["ci", "--no-audit", "--no-fund"]);
+    let output =
+        run_bounded(&mut command, limit).unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "`npm ci` in {} failed ({}); it needs the npm registry:\n{}",
+        dir.display(),
+        output.status,
+        printed(&output)
+    );
 }
