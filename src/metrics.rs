@@ -99,6 +99,7 @@ struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     gateway_requests: IntCounterVec,
+    access_log_dropped: IntCounter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -184,6 +185,10 @@ impl Metrics {
             ),
             &["api", "result"],
         )?;
+        let access_log_dropped = IntCounter::new(
+            "access_log_dropped_total",
+            "Access-log lines dropped because stderr was slower than the requests (a worker never waits for the log).",
+        )?;
         registry.register(Box::new(gateway_requests.clone()))?;
         registry.register(Box::new(upstream_calls.clone()))?;
         registry.register(Box::new(refreshes.clone()))?;
@@ -193,6 +198,7 @@ impl Metrics {
         registry.register(Box::new(events))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         Ok(Self {
             registry,
             upstream_calls,
@@ -204,6 +210,7 @@ impl Metrics {
             http_requests,
             http_duration,
             gateway_requests,
+            access_log_dropped,
         })
     }
 }
@@ -301,6 +308,13 @@ pub(crate) fn gateway_request(api: &'static str, result: &'static str) {
     }
 }
 
+/// An access-log line was dropped: the sink had fallen behind.
+pub(crate) fn access_log_dropped() {
+    if let Some(m) = METRICS.get() {
+        m.access_log_dropped.inc();
+    }
+}
+
 /// This process's metrics in the Prometheus text format, and its content type.
 pub(crate) fn render() -> Result<(Vec<u8>, String), prometheus::Error> {
     let m = METRICS
@@ -342,10 +356,13 @@ mod tests {
         cache_lookup(Tier::Local, true);
         let unmatched = "wxjssdk_http_requests_total{route=\"unmatched\",status=\"404\"}";
         http_request(None, StatusCode::NOT_FOUND, Duration::from_micros(300));
+        let dropped = "wxjssdk_access_log_dropped_total";
+        access_log_dropped();
         let after = exposition();
         assert!(value(&after, key) >= value(&before, key) + 1.0, "{after}");
         assert!(value(&after, local_hits) >= value(&before, local_hits) + 1.0);
         assert!(value(&after, unmatched) >= value(&before, unmatched) + 1.0);
+        assert!(value(&after, dropped) >= value(&before, dropped) + 1.0);
         assert!(after.contains("# TYPE wxjssdk_http_request_duration_seconds histogram"));
     }
 }
