@@ -155,8 +155,20 @@ impl FromRequest for SelectedApp {
 /// `/metrics` is served here unless an operations listener serves it
 /// ([`configure_ops`]); the probes are served on both, since load balancers probe
 /// the public one.
+///
+/// **Order.** actix tries the resources in the order they are registered, and a
+/// pattern with a `{name}` segment is matched with a regex. The probes and the
+/// signing routes (nearly all of the traffic) come first, so that `/healthz` and the
+/// seed-compatible `/wxJssdk/getJssdk` are found by string comparisons alone, and
+/// `/v1/apps/{name}/jssdk/config` by the first regex tried. No two patterns match the
+/// same path, so the order changes nothing else.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     probes(cfg);
+    cfg.service(signing_resource("/wxJssdk/getJssdk", jssdk::config))
+        .service(signing_resource(
+            "/v1/apps/{name}/jssdk/config",
+            jssdk::config,
+        ));
     if with_metrics {
         cfg.service(metrics());
     }
@@ -165,11 +177,6 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     ))
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
-    .service(signing_resource("/wxJssdk/getJssdk", jssdk::config))
-    .service(signing_resource(
-        "/v1/apps/{name}/jssdk/config",
-        jssdk::config,
-    ))
     .service(signing_resource("/v1/apps/{name}/card/sign", card::sign))
     .service(public_resource("/wxJssdk/public/{name}", public::file))
     .service(public_resource("/wxJssdk/public/", public::index))
