@@ -217,12 +217,12 @@ pub(crate) fn configure_ops(cfg: &mut web::ServiceConfig) {
 /// Liveness and readiness: HEAD too, which some load balancers send.
 fn probes(cfg: &mut web::ServiceConfig) {
     cfg.service(with_methods(
-        web::resource("/healthz")
+        counted("/healthz")
             .route(web::get().to(health::healthz))
             .route(web::head().to(health::healthz)),
     ))
     .service(with_methods(
-        web::resource("/readyz")
+        counted("/readyz")
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
     ));
@@ -263,12 +263,23 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     with_methods(
-        web::resource(path)
+        counted(path)
             .route(web::get().to(handler.clone()))
             .route(web::post().to(handler))
             .route(web::method(Method::OPTIONS).to(cors::options)),
     )
     .wrap(actix_web::middleware::from_fn(cors::cors))
+}
+
+/// A resource of the hot routes (probes, signing), with its request metrics resolved
+/// once here rather than looked up by label for every request
+/// ([`crate::metrics::RouteSeries`]).
+fn counted(path: &str) -> actix_web::Resource {
+    let resource = web::resource(path);
+    match crate::metrics::RouteSeries::new(path) {
+        Some(series) => resource.app_data(series),
+        None => resource,
+    }
 }
 
 /// A route that exists only when `admin.keys` are configured: otherwise its path is
