@@ -567,6 +567,11 @@ pub struct AppSettings {
     /// Work `CORPID/AGENTID`, since every application of a corp has its own token.
     #[serde(skip)]
     cache_id: String,
+    /// The app's name in `[apps.NAME]`: the `app` label of the per-app metrics (an
+    /// operator's word for the app, and bounded by the configuration). Set by the
+    /// service when it takes the app from the settings; empty before.
+    #[serde(skip)]
+    name: String,
 }
 
 impl AppSettings {
@@ -583,6 +588,7 @@ impl AppSettings {
             card_sign_public: false,
             domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
+            name: String::new(),
         })
     }
 
@@ -599,6 +605,7 @@ impl AppSettings {
             card_sign_public: false,
             domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
+            name: String::new(),
         })
     }
 
@@ -612,6 +619,17 @@ impl AppSettings {
 
     pub fn cache_id(&self) -> &str {
         &self.cache_id
+    }
+
+    /// This app, known by `name` (its `[apps.NAME]`).
+    pub(crate) fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Its name in `[apps.NAME]` (empty for an app not taken from the settings).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 }
 
