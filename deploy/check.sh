@@ -12,7 +12,8 @@
 #   consistency values that must agree across files (uid, port, stop timeouts)
 #   prometheus  deploy/prometheus: the alert rules (promtool check rules), their tests
 #               (promtool test rules), each alert annotated, tested firing and quiet, and
-#               with its runbook section in docs/operations.md
+#               with its runbook section in docs/operations.md; the Grafana dashboard's
+#               queries parse (promtool check rules on them as recording rules)
 #   config      the configuration each deployment gives the service (compose's environment,
 #               the ConfigMap with the Secret's and the Deployment's variables, the
 #               example file with the systemd unit's variables) passes `wx-jssdk check-config`
@@ -389,7 +390,35 @@ PY
     failure "an alert lacks an annotation, a runbook section or a test (see above)"
     return 0
   fi
-  ok "rules valid, their tests pass, every alert annotated, documented and tested both ways"
+  # The dashboard's queries parse as PromQL: each becomes a recording rule (Grafana's
+  # variables replaced by values) that promtool checks. tests/api/monitoring.rs checks
+  # that the metrics they name exist.
+  if ! run "$python" - deploy/grafana/wx-jssdk.json "$WORK/dashboard-rules.yml" <<'PY'; then
+import json, sys, yaml
+dashboard, out = sys.argv[1:]
+exprs = []
+def walk(panels):
+    for panel in panels:
+        exprs.extend(t["expr"] for t in panel.get("targets", []) if t.get("expr"))
+        walk(panel.get("panels", []))
+walk(json.load(open(dashboard))["panels"])
+values = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "$instance": ".*"}
+def concrete(expr):
+    for name, value in values.items():
+        expr = expr.replace(name, value)
+    return expr
+rules = [{"record": f"dashboard:query_{i}", "expr": concrete(e)} for i, e in enumerate(exprs)]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(out, "w"))
+print(f"{len(exprs)} queries")
+PY
+    failure "cannot read the dashboard's queries (see above)"
+    return 0
+  fi
+  if ! run promtool check rules "$WORK/dashboard-rules.yml"; then
+    failure "a query of deploy/grafana/wx-jssdk.json is not valid PromQL (see above)"
+    return 0
+  fi
+  ok "rules valid, their tests pass, every alert annotated, documented and tested both ways; the dashboard's queries parse"
 }
 
 # The binary `config` runs: $WXJSSDK_BIN, or the debug build (built here if need be).
