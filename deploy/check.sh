@@ -3,8 +3,9 @@
 # or systemd running. Exits non-zero if any check fails (or its tool is missing), and
 # says what each one checked:
 #
-#   compose     docker-compose.yml is a valid Compose file   (docker-compose config -q)
-#   kubernetes  deploy/kubernetes/* against the Kubernetes schemas, strictly (kubernetes-validate)
+#   compose     docker-compose.yml is a valid Compose file, its monitoring profile too (docker-compose config)
+#   kubernetes  deploy/kubernetes/* against the Kubernetes schemas, strictly (kubernetes-validate),
+#               and the alert rules' ConfigMap of deploy/prometheus (kubectl kustomize)
 #   dockerfile  Dockerfile lint                               (hadolint, .hadolint.yaml)
 #   nginx       deploy/nginx.conf, rendered as the local stack and compose render it (nginx -t)
 #   systemd     deploy/systemd/wx-jssdk.service               (systemd-analyze verify + security)
@@ -12,7 +13,8 @@
 #   consistency values that must agree across files (uid, port, stop timeouts)
 #   prometheus  deploy/prometheus: the alert rules (promtool check rules), their tests
 #               (promtool test rules), each alert annotated, tested firing and quiet, and
-#               with its runbook section in docs/operations.md; the Grafana dashboard's
+#               with its runbook section in docs/operations.md; the compose stack's
+#               prometheus.yml (promtool check config); the Grafana dashboard's
 #               queries parse (promtool check rules on them as recording rules)
 #   config      the configuration each deployment gives the service (compose's environment,
 #               the ConfigMap with the Secret's and the Deployment's variables, the
@@ -101,7 +103,19 @@ check_compose() {
       return 0
     fi
   done
-  ok "valid; nginx mounts deploy/nginx.conf and deploy/render-nginx-conf.sh"
+  # The monitoring profile's services must load the files deploy/check.sh checks.
+  for file in deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml deploy/grafana/wx-jssdk.json; do
+    if ! grep -q -- "- ./$file:" docker-compose.yml; then
+      failure "the monitoring profile does not mount ./$file"
+      return 0
+    fi
+  done
+  if ! run env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES \
+    docker-compose --project-directory "$ROOT" -f docker-compose.yml --profile monitoring config --services; then
+    failure "docker-compose rejects the monitoring profile (see above)"
+    return 0
+  fi
+  ok "valid, with the monitoring profile; nginx mounts deploy/nginx.conf and deploy/render-nginx-conf.sh, Prometheus the rules, Grafana the dashboard"
 }
 
 # The `resources:` list of a kustomization.yaml (the `  - file` lines under it).
@@ -153,9 +167,18 @@ check_kubernetes() {
       failure "the output of kubectl kustomize does not validate (see above)"
       return 0
     fi
-    ok "${#resources[@]} manifests, and their kustomize output"
+    # The alert rules' ConfigMap (deploy/prometheus/kustomization.yaml).
+    if ! run kubectl kustomize deploy/prometheus -o "$WORK/rules-configmap.yaml"; then
+      failure "kubectl kustomize deploy/prometheus fails (see above)"
+      return 0
+    fi
+    if ! validate_k8s "$WORK/rules-configmap.yaml"; then
+      failure "the alert rules' ConfigMap does not validate (see above)"
+      return 0
+    fi
+    ok "${#resources[@]} manifests, and their kustomize output; the alert rules' ConfigMap (deploy/prometheus)"
   else
-    ok "${#resources[@]} manifests, all listed in kustomization.yaml (kubectl not installed: kustomize output not rendered)"
+    ok "${#resources[@]} manifests, all listed in kustomization.yaml (kubectl not installed: kustomize output and the alert rules' ConfigMap not rendered)"
   fi
 }
 
@@ -309,7 +332,7 @@ number_in() {
 }
 
 check_consistency() {
-  begin consistency "values that must agree across files: the image's uid, the port, stop timeouts vs the ${GRACEFUL_SECS} s graceful shutdown"
+  begin consistency "values that must agree across files: the image's uid, the port, the metrics port Prometheus scrapes, stop timeouts vs the ${GRACEFUL_SECS} s graceful shutdown"
   local problems=() uid k8s_uid k8s_group grace prestop stop compose_grace
   uid=$(number_in Dockerfile '^USER ([0-9]+).*')
   k8s_uid=$(number_in $K8S_DIR/deployment.yaml '^ *runAsUser: ([0-9]+).*')
@@ -327,6 +350,9 @@ check_consistency() {
   grep -q -E '^ *containerPort: 9090$' $K8S_DIR/deployment.yaml &&
     grep -q -E 'prometheus.io/port: "9090"' $K8S_DIR/deployment.yaml ||
     problems+=("deployment.yaml: the metrics port or its scrape annotation is not 9090")
+  grep -q -E '^ *WXJSSDK__SERVER__OPS_BIND: 0\.0\.0\.0:9090$' docker-compose.yml &&
+    grep -q -F '"wx-jssdk-1:9090", "wx-jssdk-2:9090", "wx-jssdk-3:9090"' deploy/prometheus/prometheus.yml ||
+    problems+=("the compose instances' metrics port (WXJSSDK__SERVER__OPS_BIND) is not the 9090 deploy/prometheus/prometheus.yml scrapes")
   # Each stop timeout must leave the graceful shutdown its time, before the SIGKILL.
   grace=$(number_in $K8S_DIR/deployment.yaml '^ *terminationGracePeriodSeconds: ([0-9]+).*')
   prestop=$(sed -n '/preStop:/,/seconds:/p' $K8S_DIR/deployment.yaml | sed -n -E 's/^ *seconds: ([0-9]+).*/\1/p')
@@ -353,6 +379,11 @@ check_prometheus() {
   promtool --version 2>&1 | head -n 1
   if ! run promtool check rules "$PROM_DIR/alerts.yml"; then
     failure "promtool rejects $PROM_DIR/alerts.yml (see above)"
+    return 0
+  fi
+  # The compose stack's Prometheus configuration, and the rules it loads from beside it.
+  if ! run promtool check config "$PROM_DIR/prometheus.yml"; then
+    failure "promtool rejects $PROM_DIR/prometheus.yml (see above)"
     return 0
   fi
   if ! run promtool test rules "$PROM_DIR/alerts.test.yml"; then
