@@ -79,7 +79,8 @@ impl CredentialCache {
         let day = ChinaDay::of(now);
         let key = self.keys.force_refresh_count(id, day.number);
         let count = self.store.incr_with_ttl(&key, day.counter_ttl()).await?;
-        let day_end = now / 1000 + day.ends_in.as_secs();
+        // Exact: a China day ends on a whole second.
+        let day_end = (now + day.ends_in.as_millis() as u64) / 1000;
         crate::metrics::forced_refreshes(name, count.min(FORCE_REFRESH_DAILY_LIMIT), day_end);
         if count > FORCE_REFRESH_DAILY_LIMIT {
             log::error!("the stable token of {id}: the {FORCE_REFRESH_DAILY_LIMIT} forced refreshes of today (China time) are used up; asking without force_refresh");
