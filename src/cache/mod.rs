@@ -232,7 +232,7 @@ impl CredentialCache {
 struct Slot {
     id: String,
     /// The app's name, for the per-app metrics only: keys are by `id`.
-    app: String,
+    app: Arc<str>,
     credential: Credential,
     key: String,
     lock_key: String,
@@ -240,10 +240,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(keys: &KeySpace, id: &str, app: &str, credential: Credential) -> Self {
+    fn new(keys: &KeySpace, id: &str, app: &Arc<str>, credential: Credential) -> Self {
         Self {
             id: id.to_string(),
-            app: app.to_string(),
+            app: Arc::clone(app),
             credential,
             key: keys.value(id, credential),
             lock_key: keys.lock(id, credential),

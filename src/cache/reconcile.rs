@@ -135,7 +135,7 @@ pub(super) mod tests {
     }
 
     pub(in crate::cache) fn slot(cache: &CredentialCache) -> Slot {
-        Slot::new(&cache.keys, ID, "default", Credential::JsapiTicket)
+        Slot::new(&cache.keys, ID, &"default".into(), Credential::JsapiTicket)
     }
 
     /// A record of `value` fetched `ago` ms before now, that lives `life` ms.

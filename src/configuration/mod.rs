@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map};
@@ -569,9 +570,10 @@ pub struct AppSettings {
     cache_id: String,
     /// The app's name in `[apps.NAME]`: the `app` label of the per-app metrics (an
     /// operator's word for the app, and bounded by the configuration). Set by the
-    /// service when it takes the app from the settings; empty before.
+    /// service when it takes the app from the settings; empty before. Shared, so that
+    /// what carries it per request (the cache's slot) copies no string.
     #[serde(skip)]
-    name: String,
+    name: Arc<str>,
 }
 
 impl AppSettings {
@@ -588,7 +590,7 @@ impl AppSettings {
             card_sign_public: false,
             domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
-            name: String::new(),
+            name: Arc::default(),
         })
     }
 
@@ -605,7 +607,7 @@ impl AppSettings {
             card_sign_public: false,
             domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
-            name: String::new(),
+            name: Arc::default(),
         })
     }
 
@@ -623,12 +625,12 @@ impl AppSettings {
 
     /// This app, known by `name` (its `[apps.NAME]`).
     pub(crate) fn named(mut self, name: &str) -> Self {
-        self.name = name.to_string();
+        self.name = name.into();
         self
     }
 
     /// Its name in `[apps.NAME]` (empty for an app not taken from the settings).
-    pub(crate) fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
     }
 }
