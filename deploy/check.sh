@@ -390,8 +390,8 @@ check_prometheus() {
     failure "an alert rule test fails (see above)"
     return 0
   fi
-  # What promtool does not check: that each alert says what to do, has its section in
-  # the operations docs, and is tested both ways.
+  # What promtool does not check: that each alert says what to do and whom it is for,
+  # has its section in the operations docs, and is tested both ways.
   local python=$TOOLS_VENV/bin/python
   [[ -x $python ]] || { failure "no PyYAML to read the rules with: $INSTALL_HINT"; return 0; }
   if ! run "$python" - "$PROM_DIR/alerts.yml" "$PROM_DIR/alerts.test.yml" docs/operations.md <<'PY'; then
@@ -407,6 +407,9 @@ for rule in alerts:
     for key in ("summary", "description", "runbook"):
         if not notes.get(key):
             problems.append(f"{name}: no {key} annotation")
+    for key in ("severity", "owner"):
+        if not rule.get("labels", {}).get(key):
+            problems.append(f"{name}: no {key} label (Alertmanager routes on it)")
     anchor = notes.get("runbook", "").partition("#")[2]
     if "#" + anchor not in headings:
         problems.append(f"{name}: runbook #{anchor} is no heading of {docs}")
@@ -418,7 +421,7 @@ for rule in alerts:
 print("\n".join(problems) or f"{len(alerts)} alerts, {len(cases)} test cases")
 sys.exit(1 if problems else 0)
 PY
-    failure "an alert lacks an annotation, a runbook section or a test (see above)"
+    failure "an alert lacks an annotation, a label, a runbook section or a test (see above)"
     return 0
   fi
   # The dashboard's queries parse as PromQL: each becomes a recording rule (Grafana's
