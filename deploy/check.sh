@@ -462,7 +462,8 @@ wx_jssdk_bin() {
     return 0
   fi
   cargo build --quiet --bin wx-jssdk >&2 || return 1
-  echo "$ROOT/target/debug/wx-jssdk"
+  # Where cargo put it: CARGO_TARGET_DIR moves the target directory.
+  echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug/wx-jssdk"
 }
 
 # Runs `wx-jssdk check-config` with only the variables in the file $2 (NAME=value
