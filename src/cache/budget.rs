@@ -60,8 +60,14 @@ pub(crate) enum Allowance {
 
 impl CredentialCache {
     /// Whether a forced refresh of the stable token of `id` is within WeChat's limits
-    /// now; counts it if so.
-    pub(super) async fn may_force_refresh(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+    /// now; counts it if so. The day's count is exported under the app's `name`, for the
+    /// alert on a budget nearly spent.
+    pub(super) async fn may_force_refresh(
+        &self,
+        id: &str,
+        name: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
         let gate = self.keys.force_refresh_gate(id);
         if !self.store.set_nx(&gate, "1", FORCE_REFRESH_SPACING).await? {
             log::warn!(
@@ -73,6 +79,9 @@ impl CredentialCache {
         let day = ChinaDay::of(now);
         let key = self.keys.force_refresh_count(id, day.number);
         let count = self.store.incr_with_ttl(&key, day.counter_ttl()).await?;
+        // Exact: a China day ends on a whole second.
+        let day_end = (now + day.ends_in.as_millis() as u64) / 1000;
+        crate::metrics::forced_refreshes(name, count.min(FORCE_REFRESH_DAILY_LIMIT), day_end);
         if count > FORCE_REFRESH_DAILY_LIMIT {
             log::error!("the stable token of {id}: the {FORCE_REFRESH_DAILY_LIMIT} forced refreshes of today (China time) are used up; asking without force_refresh");
             return Ok(false);

@@ -32,6 +32,11 @@
 //! `response_timeout` = `timeout_ms` at the node, and by `timeout_ms` as a whole in the
 //! store; one to the hung node's slots fails, one to another node's slots does not wait
 //! for it (measured: see `docs/operations.md`). `redis.pool_size` does not apply here.
+//!
+//! The connection's task runs on a runtime of its own (one thread), not on the actix
+//! worker whose operation happened to make it: actix replaces a worker that died, and
+//! the tasks of its runtime die with it, which would leave every other worker's handle
+//! sending to nothing ("Unable to send command") until a restart.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -44,6 +49,8 @@ use crate::configuration::RedisTls;
 
 /// The cluster's connection, made on first use; see the module's documentation.
 pub(super) struct Shared {
+    /// Where the connection's task runs; `None` only while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     client: ClusterClient,
     config: ClusterConfig,
     connection: OnceLock<ClusterConnection>,
@@ -87,7 +94,13 @@ impl Shared {
         let config = ClusterConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("redis-cluster")
+            .enable_all()
+            .build()?;
         Ok(Self {
+            runtime: Some(runtime),
             client,
             config,
             connection: OnceLock::new(),
@@ -149,14 +162,25 @@ impl Shared {
             .map(|e| e.to_string())
     }
 
-    /// A handle on the shared connection (made, pending, on the first call: that must
-    /// be on a Tokio runtime, which runs its task).
+    /// A handle on the shared connection (made, pending, on the first call; its task
+    /// spawned on the connection's own runtime).
     pub(super) fn connection(&self) -> ClusterConnection {
         self.connection
             .get_or_init(|| {
+                let _on_own_runtime = self.runtime.as_ref().map(|runtime| runtime.enter());
                 self.client
                     .get_pending_async_connection_with_config(self.config.clone())
             })
             .clone()
+    }
+}
+
+impl Drop for Shared {
+    /// Stops the connection's runtime without waiting for it: a store may be dropped
+    /// inside an async context, where blocking on a runtime's end is not allowed.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

@@ -210,7 +210,19 @@ impl CredentialCache {
     }
 
     fn slot(&self, ctx: &Context, credential: Credential) -> Slot {
-        Slot::new(&self.keys, ctx.app.cache_id(), credential)
+        Slot::new(&self.keys, ctx.app.cache_id(), ctx.app.name(), credential)
+    }
+
+    /// Exports the usable life of the copy of `slot`'s credential this instance now
+    /// serves (none: no series), after the copy changed: the gauge the alert on failing
+    /// renewals watches.
+    fn publish_life(&self, slot: &Slot) {
+        let copy = self.local.copy(&slot.id, slot.credential);
+        crate::metrics::credential_usable_until(
+            &slot.app,
+            slot.credential.name(),
+            copy.map(|c| c.usable_until),
+        );
     }
 }
 
@@ -219,6 +231,8 @@ impl CredentialCache {
 #[derive(Clone)]
 struct Slot {
     id: String,
+    /// The app's name, for the per-app metrics only: keys are by `id`.
+    app: Arc<str>,
     credential: Credential,
     key: String,
     lock_key: String,
@@ -226,9 +240,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(keys: &KeySpace, id: &str, credential: Credential) -> Self {
+    fn new(keys: &KeySpace, id: &str, app: &Arc<str>, credential: Credential) -> Self {
         Self {
             id: id.to_string(),
+            app: Arc::clone(app),
             credential,
             key: keys.value(id, credential),
             lock_key: keys.lock(id, credential),

@@ -31,6 +31,7 @@ impl Default for OutageLog {
 
 impl OutageLog {
     pub(crate) fn failed(&self, error: &StoreError) {
+        crate::metrics::store_read(false);
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         match down.as_mut() {
             None => {
@@ -56,6 +57,7 @@ impl OutageLog {
     }
 
     pub(crate) fn succeeded(&self) {
+        crate::metrics::store_read(true);
         let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = down.take() {
             log::info!(

@@ -31,6 +31,7 @@ impl CredentialCache {
         let (id, credential) = (&slot.id, slot.credential);
         if let Some(tombstone) = stored.as_ref().filter(|r| r.rejected) {
             self.local.reject(id, credential, &tombstone.value);
+            self.publish_life(slot);
         }
         let now = now_ms();
         metrics::cache_lookup(
@@ -57,6 +58,7 @@ impl CredentialCache {
         };
         if let Some(current) = &current {
             self.local.put(id, credential, current.clone());
+            self.publish_life(slot);
         }
         Ok(Known { current, newest })
     }
@@ -133,7 +135,7 @@ pub(super) mod tests {
     }
 
     pub(in crate::cache) fn slot(cache: &CredentialCache) -> Slot {
-        Slot::new(&cache.keys, ID, Credential::JsapiTicket)
+        Slot::new(&cache.keys, ID, &"default".into(), Credential::JsapiTicket)
     }
 
     /// A record of `value` fetched `ago` ms before now, that lives `life` ms.

@@ -292,6 +292,7 @@ impl CredentialCache {
         }
         self.local.set_backoff(id, credential, None);
         self.local.put(id, credential, record.clone());
+        self.publish_life(slot);
         metrics::refresh(credential.name(), true);
         if record.is_reissued() {
             metrics::cache_event(CacheEvent::Reissued);
@@ -339,6 +340,9 @@ impl CredentialCache {
             return;
         }
         metrics::refresh(slot.credential.name(), false);
+        if let CacheError::Upstream(e) = error {
+            metrics::renewal_failure(&slot.app, slot.credential.name(), e.kind());
+        }
         let now = now_ms();
         let usable_until = current.filter(|c| c.is_usable(now)).map(|c| c.usable_until);
         let backoff = Backoff::after_failure(previous, now, usable_until, error.to_string());

@@ -56,7 +56,9 @@ impl CredentialCache {
         let force = replacing
             && ctx.app.kind == AppKind::Official
             && self.token_mode == TokenMode::Stable
-            && self.may_force_refresh(ctx.app.cache_id(), now_ms()).await?;
+            && self
+                .may_force_refresh(ctx.app.cache_id(), ctx.app.name(), now_ms())
+                .await?;
         Ok(ctx
             .wechat
             .access_token(&ctx.app, self.token_mode, force)
@@ -75,6 +77,7 @@ impl CredentialCache {
     ) -> Result<bool, StoreError> {
         let slot = self.slot(ctx, credential);
         self.local.reject(&slot.id, credential, &record.value);
+        self.publish_life(&slot);
         let buried = self.store.reject(&slot.key, &record.rejected()).await?;
         if buried {
             metrics::cache_event(CacheEvent::Rejected);

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map};
@@ -567,6 +568,12 @@ pub struct AppSettings {
     /// Work `CORPID/AGENTID`, since every application of a corp has its own token.
     #[serde(skip)]
     cache_id: String,
+    /// The app's name in `[apps.NAME]`: the `app` label of the per-app metrics (an
+    /// operator's word for the app, and bounded by the configuration). Set by the
+    /// service when it takes the app from the settings; empty before. Shared, so that
+    /// what carries it per request (the cache's slot) copies no string.
+    #[serde(skip)]
+    name: Arc<str>,
 }
 
 impl AppSettings {
@@ -583,6 +590,7 @@ impl AppSettings {
             card_sign_public: false,
             domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
+            name: Arc::default(),
         })
     }
 
@@ -599,6 +607,7 @@ impl AppSettings {
             card_sign_public: false,
             domain_verify_files: BTreeMap::new(),
             cache_id: String::new(),
+            name: Arc::default(),
         })
     }
 
@@ -612,6 +621,17 @@ impl AppSettings {
 
     pub fn cache_id(&self) -> &str {
         &self.cache_id
+    }
+
+    /// This app, known by `name` (its `[apps.NAME]`).
+    pub(crate) fn named(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Its name in `[apps.NAME]` (empty for an app not taken from the settings).
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
     }
 }
 

@@ -24,7 +24,9 @@ pub(crate) async fn healthz() -> HttpResponse {
 /// a Redis Cluster: a node that serves no configured app does not make the instance
 /// unready). `503 {"status": "unready", "reason": "store"}` otherwise.
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if let Err(e) = state.cache.readable(state.apps.cache_ids()).await {
+    let read = state.cache.readable(state.apps.cache_ids()).await;
+    crate::metrics::store_read(read.is_ok());
+    if let Err(e) = read {
         warn_throttled("readyz_store", || {
             format!("readiness: the credential store does not answer: {e}")
         });

@@ -76,7 +76,7 @@ impl Apps {
             by_name: settings
                 .apps
                 .iter()
-                .map(|(name, app)| (name.clone(), Arc::new(app.clone())))
+                .map(|(name, app)| (name.clone(), Arc::new(app.clone().named(name))))
                 .collect(),
             default: settings.default_app().map(|(name, _)| name.to_string()),
             verify_files: settings

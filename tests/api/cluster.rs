@@ -5,14 +5,15 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::Stdio;
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use wx_jssdk::cache::{ChinaDay, Credential, KeySpace, RedisStore, Store};
 use wx_jssdk::clock::now_ms;
 
 use crate::helpers::{
-    cluster_settings, cold_burst_on_two_instances, error_code, spawn_app_with, Options,
-    RunningBinary, Service, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
+    cluster_settings, cold_burst_on_two_instances, error_code, redis_store_with, spawn_app_with,
+    Options, RunningBinary, Service, TestApp, TestCluster, APPID, SECRET, SERVER_TOKEN,
 };
 use crate::store::check_semantics;
 
@@ -51,6 +52,28 @@ async fn the_store_keeps_its_semantics_on_a_cluster() {
         holding.iter().filter(|&&n| n > 0).count() >= 2,
         "keys per node: {holding:?}"
     );
+}
+
+/// The shared cluster connection is used by every actix worker, each a runtime of its
+/// own; actix replaces a worker that died (a panic), and its runtime's tasks die with
+/// it. The connection must not be one of them, or every worker's operations would fail
+/// until a restart.
+#[test]
+fn the_cluster_connection_outlives_the_worker_that_made_it() {
+    let cluster = TestCluster::start();
+    let store = redis_store_with(&cluster.settings());
+    let worker = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // The first worker makes the connection with the first operation, then dies.
+    worker()
+        .block_on(store.set("outlived", "v", Duration::from_secs(60)))
+        .unwrap();
+    let read = worker().block_on(store.get("outlived"));
+    assert_eq!(read.unwrap().as_deref(), Some("v"));
 }
 
 #[actix_web::test]

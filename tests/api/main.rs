@@ -22,6 +22,7 @@ mod hostile;
 mod jssdk;
 mod logs;
 mod lost_data;
+mod monitoring;
 mod ops;
 mod public;
 mod reissue;

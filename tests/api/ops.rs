@@ -9,6 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
+use wx_jssdk::cache::{ChinaDay, Record};
+use wx_jssdk::clock::now_ms;
 use wx_sandbox::Endpoint;
 
 use crate::deployment::{Answer, Deployment, PAGE_URL};
@@ -142,6 +144,110 @@ async fn a_request_that_waits_out_lock_wait_ms_is_counted_as_a_lock_wait_timeout
         1.0,
         "{text}"
     );
+}
+
+const OPS_ADMIN_KEY: &str = "ops-admin-key-0123456789";
+
+/// The stored record of the default app's `credential`.
+async fn stored(deployment: &Deployment, credential: &str) -> Record {
+    let mut redis = deployment.redis.connection().await;
+    let raw: String = redis
+        .get(format!("wxjssdk:{{{APPID}}}:{credential}"))
+        .await
+        .expect("a stored record");
+    serde_json::from_str(&raw).expect("a record")
+}
+
+/// Invalidates the default app's current `credential` (`access_token`, `jsapi_ticket`)
+/// with the admin key, naming it in `field` as a caller would; the answer's status.
+async fn invalidate_current(deployment: &Deployment, credential: &str, field: &str) -> u16 {
+    let value = stored(deployment, credential).await.value;
+    let response = deployment.instances[0]
+        .invalidate(
+            "default",
+            credential,
+            serde_json::json!({ field: value }),
+            OPS_ADMIN_KEY,
+        )
+        .await;
+    response.status().as_u16()
+}
+
+/// What the alert rules watch follows the cache: each credential's deadline is its
+/// record's, and goes with a refused copy; a renewal WeChat refuses is counted with
+/// its reason; a forced token refresh is counted for its China day; Redis's state
+/// follows the readiness check.
+#[actix_web::test]
+async fn the_metrics_the_alerts_watch_follow_deadlines_refusals_forced_refreshes_and_redis() {
+    let deployment = Deployment::start(1, &format!("[admin]\nkeys = [\"{OPS_ADMIN_KEY}\"]")).await;
+    let deadline = |credential: &str| {
+        format!(
+            r#"wxjssdk_credential_usable_until_timestamp_seconds{{app="default",credential="{credential}"}}"#
+        )
+    };
+    deployment.sign_and_check(0).await;
+    assert_eq!(deployment.status(0, "/readyz").await, 200);
+    let text = scrape(&deployment, 0).await;
+    for credential in ["access_token", "jsapi_ticket"] {
+        let record = stored(&deployment, credential).await;
+        assert_eq!(
+            sample(&text, &deadline(credential)),
+            record.usable_until as f64 / 1000.0,
+            "{text}"
+        );
+    }
+    assert_eq!(sample(&text, "wxjssdk_store_up"), 1.0, "{text}");
+
+    // An operator drops the ticket, and WeChat refuses its replacement (45009).
+    deployment
+        .sandbox
+        .inject(fault(Endpoint::GetTicket, Some(45009), 0));
+    assert_eq!(
+        invalidate_current(&deployment, "jsapi_ticket", "ticket").await,
+        502
+    );
+    let text = scrape(&deployment, 0).await;
+    let failures = r#"wxjssdk_credential_renewal_failures_total{app="default",credential="jsapi_ticket",reason="quota"}"#;
+    assert_eq!(sample(&text, failures), 1.0, "{text}");
+    assert!(
+        !text.contains(&deadline("jsapi_ticket")),
+        "the refused ticket's deadline is still exported:\n{text}"
+    );
+
+    // A caller invalidates the token: its replacement is a forced refresh.
+    let before = now_ms();
+    assert_eq!(
+        invalidate_current(&deployment, "access_token", "access_token").await,
+        200
+    );
+    let after = now_ms();
+    let text = scrape(&deployment, 0).await;
+    assert_eq!(
+        sample(&text, r#"wxjssdk_forced_refreshes_today{app="default"}"#),
+        1.0,
+        "{text}"
+    );
+    // The end of the China day (UTC+8) of the refresh, which midnight may have split.
+    let day_end = |at| ((ChinaDay::of(at).number + 1) * 86_400 - 8 * 3_600) as f64;
+    let exported = sample(
+        &text,
+        r#"wxjssdk_forced_refreshes_day_end_timestamp_seconds{app="default"}"#,
+    );
+    assert!(
+        [day_end(before), day_end(after)].contains(&exported),
+        "{exported} is not the end of the China day:\n{text}"
+    );
+    let record = stored(&deployment, "access_token").await;
+    assert_eq!(
+        sample(&text, &deadline("access_token")),
+        record.usable_until as f64 / 1000.0,
+        "the replacement's deadline"
+    );
+
+    deployment.redis.kill();
+    assert_eq!(deployment.status(0, "/readyz").await, 503);
+    let text = scrape(&deployment, 0).await;
+    assert!(text.contains("\nwxjssdk_store_up 0\n"), "{text}");
 }
 
 #[actix_web::test]
