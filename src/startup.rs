@@ -64,7 +64,8 @@ impl Application {
         let redis = settings.redis.clone();
         let state = app_state(&settings)?;
         let cache = state.cache.clone();
-        let access_log = AccessLog::from_log_level().map_err(StartupError::AccessLog)?;
+        let access_log =
+            AccessLog::from_log_level(settings.log.format).map_err(StartupError::AccessLog)?;
         let server = run(
             listener,
             &settings,
