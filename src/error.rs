@@ -1,5 +1,7 @@
 //! Every error a client can see, and the one place where errors become HTTP answers:
-//! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+//! `{"error": {"code": "...", "message": "...", "request_id": "..."}}` with a fitting
+//! status; the request id ([`crate::request_id`]) is the one the answer's
+//! `X-Request-Id` and the request's log lines carry.
 //!
 //! Messages never carry a secret, token or ticket. Who reads them decides how much
 //! they say: a page (anyone) gets the code and what it can do about it
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use crate::cache::CacheError;
 use crate::log_throttle::warn_throttled;
+use crate::request_id::{self, RequestId};
 use crate::wechat::signature::PageUrlError;
 use crate::wechat::WechatError;
 
@@ -170,6 +173,7 @@ impl ApiError {
             error: ErrorDetail {
                 code: self.code(),
                 message,
+                request_id: request_id::current(),
             },
         })
     }
@@ -224,6 +228,9 @@ struct ErrorBody<'a> {
 struct ErrorDetail<'a> {
     code: &'a str,
     message: String,
+    /// Absent only outside a request (unit tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<RequestId>,
 }
 
 impl ResponseError for ApiError {

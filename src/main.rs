@@ -54,7 +54,7 @@ const DEV_APP: [(&str, &str); 3] = [
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    wx_jssdk::logging::init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Sandbox {
@@ -81,6 +81,7 @@ async fn run_service(
     dev: bool,
 ) -> Result<(), String> {
     let settings = Settings::load(config.as_deref(), overrides).map_err(|e| e.to_string())?;
+    wx_jssdk::logging::use_format(settings.log.format);
     let bind = settings.server.bind.clone();
     let store = store_name(&settings);
     let app = Application::build(settings).map_err(|e| e.to_string())?;

@@ -16,17 +16,19 @@
 //! the client) every recording function does nothing.
 //!
 //! **Hot path.** A signature costs one atomic increment for the local cache hit and,
-//! in the request middleware, two series lookups (an FNV hash of the labels and a read
-//! lock on an existing entry: no allocation) plus the route pattern that actix builds.
+//! in the request middleware, an increment and a histogram observation on series its
+//! route resolved when it was built ([`RouteSeries`]). Routes without them (the rare
+//! ones) cost two series lookups (an FNV hash of the labels and a read lock) plus the
+//! route pattern that actix builds.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric name starts with this, followed by `_`.
@@ -100,6 +102,7 @@ struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     gateway_requests: IntCounterVec,
+    access_log_dropped: IntCounter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -185,6 +188,10 @@ impl Metrics {
             ),
             &["api", "result"],
         )?;
+        let access_log_dropped = IntCounter::new(
+            "access_log_dropped_total",
+            "Access-log lines dropped because stderr was slower than the requests (a worker never waits for the log).",
+        )?;
         registry.register(Box::new(gateway_requests.clone()))?;
         registry.register(Box::new(upstream_calls.clone()))?;
         registry.register(Box::new(refreshes.clone()))?;
@@ -194,6 +201,7 @@ impl Metrics {
         registry.register(Box::new(events))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         Ok(Self {
             registry,
             upstream_calls,
@@ -205,6 +213,7 @@ impl Metrics {
             http_requests,
             http_duration,
             gateway_requests,
+            access_log_dropped,
         })
     }
 }
@@ -272,11 +281,52 @@ pub(crate) fn cache_event(event: CacheEvent) {
     }
 }
 
+/// The request series of one route, resolved when the route is built: set as the
+/// route's app data (see `routes::counted`), it makes [`http_request`] an atomic
+/// increment and a histogram observation, where otherwise it builds the route's
+/// pattern (a `String`) and looks two series up by their labels.
+#[derive(Clone)]
+pub(crate) struct RouteSeries {
+    route: Arc<str>,
+    ok: IntCounter,
+    duration: Histogram,
+}
+
+impl RouteSeries {
+    /// The series of the route `pattern`; `None` before [`init`].
+    pub(crate) fn new(pattern: &str) -> Option<Self> {
+        let m = METRICS.get()?;
+        Some(Self {
+            route: pattern.into(),
+            ok: m
+                .http_requests
+                .get_metric_with_label_values(&[pattern, StatusCode::OK.as_str()])
+                .ok()?,
+            duration: m
+                .http_duration
+                .get_metric_with_label_values(&[pattern])
+                .ok()?,
+        })
+    }
+}
+
 /// An answered HTTP request: `request` is the routed request (`None` when the
 /// response was lost to an error before routing), labelled with the pattern of the
 /// route that matched it.
 pub(crate) fn http_request(request: Option<&HttpRequest>, status: StatusCode, elapsed: Duration) {
     let Some(m) = METRICS.get() else { return };
+    if let Some(series) = request.and_then(HttpRequest::app_data::<RouteSeries>) {
+        if status == StatusCode::OK {
+            series.ok.inc();
+        } else if let Ok(counter) = m
+            .http_requests
+            .get_metric_with_label_values(&[&series.route, status.as_str()])
+        {
+            counter.inc();
+        }
+        series.duration.observe(elapsed.as_secs_f64());
+        return;
+    }
     let pattern = request.and_then(HttpRequest::match_pattern);
     let route = pattern.as_deref().unwrap_or(UNMATCHED);
     if let Ok(counter) = m
@@ -299,6 +349,13 @@ pub(crate) fn gateway_request(api: &'static str, result: &'static str) {
         .get_metric_with_label_values(&[api, result])
     {
         counter.inc();
+    }
+}
+
+/// An access-log line was dropped: the sink had fallen behind.
+pub(crate) fn access_log_dropped() {
+    if let Some(m) = METRICS.get() {
+        m.access_log_dropped.inc();
     }
 }
 
@@ -489,10 +546,13 @@ mod tests {
         cache_lookup(Tier::Local, true);
         let unmatched = "wxjssdk_http_requests_total{route=\"unmatched\",status=\"404\"}";
         http_request(None, StatusCode::NOT_FOUND, Duration::from_micros(300));
+        let dropped = "wxjssdk_access_log_dropped_total";
+        access_log_dropped();
         let after = exposition();
         assert!(value(&after, key) >= value(&before, key) + 1.0, "{after}");
         assert!(value(&after, local_hits) >= value(&before, local_hits) + 1.0);
         assert!(value(&after, unmatched) >= value(&before, unmatched) + 1.0);
+        assert!(value(&after, dropped) >= value(&before, dropped) + 1.0);
         assert!(after.contains("# TYPE wxjssdk_http_request_duration_seconds histogram"));
     }
 

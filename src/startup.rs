@@ -3,17 +3,19 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::access::AdminKeys;
+use crate::access_log::{self, AccessLog};
 use crate::cache::{CredentialCache, KeySpace, MemoryStore, RedisStore, Store, StoreError};
 use crate::configuration::{RedisSettings, Settings};
 use crate::limits::BodyTimeout;
 use crate::routes::{self, AppState, Apps, Upstream};
 use crate::wechat::WechatClient;
-use crate::{access_log, limits, metrics, shutdown};
+use crate::{limits, metrics, shutdown};
 
 /// The key prefix of the in-process store (it has no `[redis]` table to name one).
 const MEMORY_KEY_PREFIX: &str = "wxjssdk";
@@ -32,6 +34,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("cannot set up the metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start the access log's writer thread: {0}")]
+    AccessLog(std::io::Error),
 }
 
 pub struct Application {
@@ -42,6 +46,8 @@ pub struct Application {
     /// Kept to release its refresh locks once the server has stopped.
     cache: Arc<CredentialCache>,
     redis: Option<RedisSettings>,
+    /// Kept to write its last lines once the server has stopped.
+    access_log: AccessLog,
 }
 
 impl Application {
@@ -58,7 +64,15 @@ impl Application {
         let redis = settings.redis.clone();
         let state = app_state(&settings)?;
         let cache = state.cache.clone();
-        let server = run(listener, &settings, state.clone(), ops_listener.is_none())?;
+        let access_log =
+            AccessLog::from_log_level(settings.log.format).map_err(StartupError::AccessLog)?;
+        let server = run(
+            listener,
+            &settings,
+            state.clone(),
+            access_log.clone(),
+            ops_listener.is_none(),
+        )?;
         let ops = match ops_listener {
             Some(listener) => Some((listener.local_addr()?.port(), run_ops(listener, state)?)),
             None => None,
@@ -69,6 +83,7 @@ impl Application {
             ops,
             cache,
             redis,
+            access_log,
         })
     }
 
@@ -93,6 +108,7 @@ impl Application {
         };
         // Both servers stop on the same signals.
         let (served, ops_served) = futures_util::future::join(self.server, ops).await;
+        self.access_log.close(Duration::from_secs(1)).await;
         shutdown::release_held_locks(&self.cache, self.redis.as_ref()).await;
         served.and(ops_served)
     }
@@ -146,6 +162,7 @@ fn run(
     listener: TcpListener,
     settings: &Settings,
     state: web::Data<AppState>,
+    access_log: AccessLog,
     with_metrics: bool,
 ) -> Result<Server, StartupError> {
     let wechat_settings = settings.wechat.clone();
@@ -155,6 +172,7 @@ fn run(
         App::new()
             .wrap(actix_web::middleware::from_fn(access_log::log_request))
             .app_data(state.clone())
+            .app_data(access_log.clone())
             // awc clients are bound to their thread: one per worker.
             .app_data(web::Data::new(WechatClient::new(&wechat_settings)))
             .app_data(web::Data::new(Upstream::new(

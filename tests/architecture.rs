@@ -15,7 +15,14 @@ use std::path::Path;
 const LAYERS: [(&str, &[&str]); 5] = [
     (
         "foundations",
-        &["clock", "secret", "log_throttle", "metrics"],
+        &[
+            "clock",
+            "secret",
+            "log_throttle",
+            "metrics",
+            "logging",
+            "request_id",
+        ],
     ),
     ("settings", &["access", "configuration"]),
     // WeChat's side of the protocol, the sandbox, is a crate of its own (sandbox/).

@@ -15,7 +15,7 @@ use config::{Map, Value, ValueKind};
 use super::{ConfigError, ENV_PREFIX, ENV_SEPARATOR};
 
 /// The keys of each table; `apps.NAME` tables share [`APP_KEYS`].
-const TABLES: [(&str, &[&str]); 6] = [
+const TABLES: [(&str, &[&str]); 7] = [
     (
         "server",
         &[
@@ -71,6 +71,7 @@ const TABLES: [(&str, &[&str]); 6] = [
     ),
     ("admin", &["keys"]),
     ("gateway", &["enabled", "max_body_bytes", "timeout_ms"]),
+    ("log", &["format"]),
 ];
 
 /// The keys of an `[apps.NAME]` table (`corpid` and `corpsecret` are WeChat Work's

@@ -14,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
 use crate::access::{AllowedDomains, CorsOrigins, TrustedProxies};
+use crate::logging::LogFormat;
 use crate::secret::Secret;
 
 mod describe;
@@ -41,6 +42,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The WeChat-compatible routes for existing SDKs (`routes::gateway`).
     pub gateway: GatewaySettings,
+    pub log: LogSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -660,6 +662,14 @@ pub struct GatewaySettings {
     pub timeout: Duration,
 }
 
+/// `[log]`: how the log's lines are written (`crate::logging`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `human` (env_logger's look) or `json` (one object per line, for a log pipeline).
+    #[serde(deserialize_with = "parse::log_format")]
+    pub format: LogFormat,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -722,7 +732,7 @@ fn invalid(key: impl Into<String>, problem: &str) -> ConfigError {
 }
 
 /// Built-in defaults, the lowest layer.
-const DEFAULTS: [(&str, &str); 21] = [
+const DEFAULTS: [(&str, &str); 22] = [
     ("server.bind", "127.0.0.1:8080"),
     ("server.client_body_timeout_ms", "10000"),
     ("server.shutdown_timeout_secs", "30"),
@@ -744,6 +754,7 @@ const DEFAULTS: [(&str, &str); 21] = [
     ("gateway.enabled", "false"),
     ("gateway.max_body_bytes", "20971520"),
     ("gateway.timeout_ms", "30000"),
+    ("log.format", "human"),
 ];
 
 /// Defaults every `[redis]` table gets, so that a table with just `url` is complete.

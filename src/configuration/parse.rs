@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::access::{AllowedDomains, CorsOrigins, TrustedProxies};
+use crate::logging::LogFormat;
 use crate::secret::Secret;
 
 /// Reads a list of strings, or one string of comma-separated items (spaces around
@@ -156,6 +157,12 @@ pub(super) fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Er
         Ok(BoolOrString::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
         _ => Err(serde::de::Error::custom("expected true or false")),
     }
+}
+
+/// `log.format`: one of [`LogFormat::NAMES`].
+pub(super) fn log_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+    let value = String::deserialize(d)?;
+    one_of(&value, &LogFormat::NAMES).map_err(serde::de::Error::custom)
 }
 
 /// The variant written `value` (in any case), or a message listing the valid ones.

@@ -155,8 +155,20 @@ impl FromRequest for SelectedApp {
 /// `/metrics` is served here unless an operations listener serves it
 /// ([`configure_ops`]); the probes are served on both, since load balancers probe
 /// the public one.
+///
+/// **Order.** actix tries the resources in the order they are registered, and a
+/// pattern with a `{name}` segment is matched with a regex. The probes and the
+/// signing routes (nearly all of the traffic) come first, so that `/healthz` and the
+/// seed-compatible `/wxJssdk/getJssdk` are found by string comparisons alone, and
+/// `/v1/apps/{name}/jssdk/config` by the first regex tried. No two patterns match the
+/// same path, so the order changes nothing else.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     probes(cfg);
+    cfg.service(signing_resource("/wxJssdk/getJssdk", jssdk::config))
+        .service(signing_resource(
+            "/v1/apps/{name}/jssdk/config",
+            jssdk::config,
+        ));
     if with_metrics {
         cfg.service(metrics());
     }
@@ -165,11 +177,6 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     ))
     .service(verify_resource("/wxJssdk"))
     .service(verify_resource("/v1/apps/{name}/verify"))
-    .service(signing_resource("/wxJssdk/getJssdk", jssdk::config))
-    .service(signing_resource(
-        "/v1/apps/{name}/jssdk/config",
-        jssdk::config,
-    ))
     .service(signing_resource("/v1/apps/{name}/card/sign", card::sign))
     .service(public_resource("/wxJssdk/public/{name}", public::file))
     .service(public_resource("/wxJssdk/public/", public::index))
@@ -210,12 +217,12 @@ pub(crate) fn configure_ops(cfg: &mut web::ServiceConfig) {
 /// Liveness and readiness: HEAD too, which some load balancers send.
 fn probes(cfg: &mut web::ServiceConfig) {
     cfg.service(with_methods(
-        web::resource("/healthz")
+        counted("/healthz")
             .route(web::get().to(health::healthz))
             .route(web::head().to(health::healthz)),
     ))
     .service(with_methods(
-        web::resource("/readyz")
+        counted("/readyz")
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
     ));
@@ -256,12 +263,23 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     with_methods(
-        web::resource(path)
+        counted(path)
             .route(web::get().to(handler.clone()))
             .route(web::post().to(handler))
             .route(web::method(Method::OPTIONS).to(cors::options)),
     )
     .wrap(actix_web::middleware::from_fn(cors::cors))
+}
+
+/// A resource of the hot routes (probes, signing), with its request metrics resolved
+/// once here rather than looked up by label for every request
+/// ([`crate::metrics::RouteSeries`]).
+fn counted(path: &str) -> actix_web::Resource {
+    let resource = web::resource(path);
+    match crate::metrics::RouteSeries::new(path) {
+        Some(series) => resource.app_data(series),
+        None => resource,
+    }
 }
 
 /// A route that exists only when `admin.keys` are configured: otherwise its path is

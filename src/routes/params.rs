@@ -75,8 +75,29 @@ const NOT_UTF8: &str = "a percent-encoded name or value is not UTF-8";
 /// a page URL so altered would be signed as a string the page never had. The
 /// separators (`&`, `=`) are ASCII, so checking the whole string at once checks each
 /// piece.
+///
+/// Decoded into a small buffer on the stack and checked a piece at a time, rather
+/// than decoded whole into a new allocation (`perf`: about 1 % of a signature): a
+/// character cut at a piece's end is carried over to the next one.
 fn decodes_to_utf8(raw: &[u8]) -> bool {
-    percent_encoding::percent_decode(raw).decode_utf8().is_ok()
+    let mut piece = [0u8; 64];
+    let mut len = 0;
+    for byte in percent_encoding::percent_decode(raw) {
+        piece[len] = byte;
+        len += 1;
+        if len == piece.len() {
+            match std::str::from_utf8(&piece) {
+                Ok(_) => len = 0,
+                // Only a character cut at the end (at most 3 bytes): carry it over.
+                Err(e) if e.error_len().is_none() => {
+                    piece.copy_within(e.valid_up_to().., 0);
+                    len -= e.valid_up_to();
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+    std::str::from_utf8(&piece[..len]).is_ok()
 }
 
 /// Whether `body` holds a JSON object (what every route takes), judged by its first
@@ -85,4 +106,44 @@ fn is_json_object(body: &[u8]) -> bool {
     body.iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
         .is_some_and(|&b| b == b'{')
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::decodes_to_utf8;
+
+    /// The old check, which allocated: what [`decodes_to_utf8`] must agree with.
+    fn decoded_whole(raw: &[u8]) -> bool {
+        percent_encoding::percent_decode(raw).decode_utf8().is_ok()
+    }
+
+    /// Queries made of escapes (of any byte), ASCII and raw UTF-8, long enough to
+    /// cross several pieces, so that characters get cut at a piece's end.
+    fn query_like() -> impl Strategy<Value = Vec<u8>> {
+        let part = prop_oneof![
+            any::<u8>().prop_map(|b| format!("%{b:02X}").into_bytes()),
+            "[a-z=&%]{1,3}".prop_map(String::into_bytes),
+            "[é中😀]".prop_map(String::into_bytes),
+            any::<u8>().prop_map(|b| vec![b]),
+        ];
+        prop::collection::vec(part, 0..120).prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_decoding_the_whole_string(raw in query_like()) {
+            prop_assert_eq!(decodes_to_utf8(&raw), decoded_whole(&raw));
+        }
+    }
+
+    #[test]
+    fn a_character_cut_at_a_piece_end_is_still_valid() {
+        // 63 ASCII bytes, then a 4-byte character percent-encoded across the boundary.
+        let valid = format!("{}%F0%9F%98%80", "a".repeat(63));
+        assert!(decodes_to_utf8(valid.as_bytes()));
+        let truncated = format!("{}%F0%9F%98", "a".repeat(63));
+        assert!(!decodes_to_utf8(truncated.as_bytes()));
+    }
 }

@@ -344,6 +344,11 @@ fn configuration_errors_name_the_key_and_what_is_allowed() {
         ),
         (
             "",
+            ("WXJSSDK__LOG__FORMAT", "xml"),
+            "`log.format` is \"xml\"; expected one of `human`, `json`",
+        ),
+        (
+            "",
             ("WXJSSDK__CACHE__LOCK_WAIT_MS", "soon"),
             "`cache.lock_wait_ms`",
         ),

@@ -96,3 +96,74 @@ async fn a_record_from_an_instance_whose_clock_runs_ahead_is_reported() {
     }
     assert!(deployment.log(0).contains("(NTP)"));
 }
+
+/// `log.format = "json"`: every line the binary prints is one JSON object with time,
+/// level, target and message; a request's lines carry its id, and its access line
+/// the fields a pipeline indexes.
+#[actix_web::test]
+async fn json_logs_are_one_object_per_line_and_a_requests_lines_carry_its_id() {
+    let env = spawn_app().await;
+    let (mut binary, logs) =
+        RunningBinary::logging_at_debug(&env, &[("WXJSSDK__LOG__FORMAT", "json")]).await;
+    // WeChat refuses the service's address: the request fails, and the failure is
+    // logged while the request is served.
+    env.sandbox
+        .inject(fault(Endpoint::StableToken, Some(40164), 0));
+    let failed = binary
+        .request(reqwest::Method::GET, "/wxJssdk/getJssdk")
+        .query(&[("url", "https://page.example.com/")])
+        .header("x-request-id", "json-log-test-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 502);
+    // Access lines are written by a thread of their own, in batches: await this one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let access_line = "\"target\":\"wx_jssdk::access\"";
+    while !std::fs::read_to_string(logs.path())
+        .unwrap()
+        .contains(access_line)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access line within 10 s"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    binary.stop();
+
+    let printed = std::fs::read_to_string(logs.path()).unwrap();
+    let lines: Vec<serde_json::Value> = printed
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    for line in &lines {
+        for field in ["time", "level", "target", "message"] {
+            assert!(line[field].is_string(), "no {field}: {line}");
+        }
+    }
+    let of_the_request: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["request_id"] == "json-log-test-1")
+        .collect();
+    let access = of_the_request
+        .iter()
+        .find(|line| line["target"] == "wx_jssdk::access")
+        .unwrap_or_else(|| panic!("no access line for the request:\n{printed}"));
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["route"], "/wxJssdk/getJssdk");
+    assert_eq!(access["path"], "/wxJssdk/getJssdk");
+    assert_eq!(access["status"], 502);
+    assert_eq!(access["client"], "127.0.0.1");
+    assert!(access["duration_ms"].as_f64().is_some(), "{access}");
+    assert!(
+        of_the_request
+            .iter()
+            .any(|line| line["level"] == "WARN" && line["target"] != "wx_jssdk::access"),
+        "the failure's warning carries the request's id:\n{printed}"
+    );
+    assert!(
+        !printed.contains(SECRET) && !printed.contains("sbx-at-"),
+        "{printed}"
+    );
+}

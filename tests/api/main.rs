@@ -26,6 +26,7 @@ mod monitoring;
 mod ops;
 mod public;
 mod reissue;
+mod request_ids;
 mod schedule;
 mod sentinel;
 mod store;
