@@ -297,7 +297,7 @@ if part latency; then
     taskset -a -p -c 1 "$PID" >/dev/null
     [[ -n $BARE_PID ]] || start_bare
     {
-      echo "--- latency at a constant $RATE requests/s (half the saturated signing rate at info; oha -q, coordinated-omission corrected, 10 s x $ROUNDS, medians), RUST_LOG=info"
+      echo "--- latency at a constant $RATE requests/s (${LATENCY_RATE:+LATENCY_RATE, not }half the saturated signing rate at info; oha -q, coordinated-omission corrected, 10 s x $ROUNDS, medians), RUST_LOG=info"
       constant_rate bare "http://127.0.0.1:$BARE_PORT$SIGN_PATH"
       row "bare baseline: p50 / p99 / p99.9 (ms)" "$L50 / $L99 / $L999" "" ""
       constant_rate sign "$INSTANCE$SIGN_PATH"
