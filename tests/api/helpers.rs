@@ -1265,20 +1265,35 @@ pub async fn sign_until_written(
     }
 }
 
-/// After a failover to the server behind `new_primary`: a renewal there, and a cold
-/// instance. The ticket at `key` is invalidated through `first` (an admin key of
-/// `admin_key`), a warm instance whose pool held connections to the dead server, and
-/// replaced with exactly one WeChat call (`calls`: the counts before); every instance
-/// then signs with it, and a cold instance started now reads it from the store.
+/// After a failover to the server behind `new_primary`: the probe's write (`probe_key`
+/// = "after") landed there, the failover itself cost no WeChat call (`calls`: the
+/// counts before), then a renewal there, and a cold instance. The ticket at `key` is
+/// invalidated through `first` (an admin key of `admin_key`), a warm instance whose
+/// pool held connections to the dead server, and replaced with exactly one WeChat
+/// call; every instance then signs with it, and a cold instance started now reads it
+/// from the store.
 pub async fn renew_and_start_cold_after_failover(
     first: &TestApp,
     instances: &[&TestApp],
     new_primary: &mut redis::aio::MultiplexedConnection,
+    probe_key: &str,
     key: &str,
     admin_key: &str,
     calls: wx_sandbox::CallCounts,
 ) {
     use redis::AsyncCommands;
+
+    let probed: Option<String> = new_primary.get(probe_key).await.unwrap();
+    assert_eq!(
+        probed.as_deref(),
+        Some("after"),
+        "written on the new primary"
+    );
+    assert_eq!(
+        first.sandbox.calls(),
+        calls,
+        "no WeChat call for the failover"
+    );
 
     // Each instance's own connection may still be finding the new primary when
     // another client first wrote there: await what an operator's probe awaits.
