@@ -54,15 +54,15 @@ pub(crate) fn format() -> LogFormat {
     }
 }
 
-/// One line of the JSON format.
+/// One line of the JSON format (also the access log's own notices).
 #[derive(Serialize)]
-struct JsonLine<'a> {
-    time: String,
-    level: &'a str,
-    target: &'a str,
-    message: String,
+pub(crate) struct JsonLine<'a> {
+    pub(crate) time: String,
+    pub(crate) level: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<RequestId>,
+    pub(crate) request_id: Option<RequestId>,
 }
 
 fn write_line(

@@ -34,7 +34,7 @@ use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::middleware::Next;
 use actix_web::{web, Error};
 
-use crate::logging::LogFormat;
+use crate::logging::{JsonLine, LogFormat};
 use crate::metrics;
 use crate::request_id::{self, RequestId};
 use crate::routes::AppState;
@@ -156,12 +156,13 @@ fn lost_lines(out: &mut Vec<u8>, lost: u64, format: LogFormat) {
             );
         }
         LogFormat::Json => {
-            let notice = serde_json::json!({
-                "time": json_time(SystemTime::now()),
-                "level": "WARN",
-                "target": TARGET,
-                "message": message,
-            });
+            let notice = JsonLine {
+                time: json_time(SystemTime::now()),
+                level: "WARN",
+                target: TARGET,
+                message,
+                request_id: None,
+            };
             if serde_json::to_writer(&mut *out, &notice).is_ok() {
                 out.push(b'\n');
             }
